@@ -1,0 +1,137 @@
+"""The collector assembled: MQTT link -> ingest -> spool -> writer -> InfluxDB.
+
+`Collector.start()` starts every part in dependency order and returns the undo
+that stops them in reverse: first stop taking messages, then let the writer
+flush what it can within its grace period, leaving the rest in the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from config import FleetSettings
+from daemon import wire
+from daemon.collector.ingest import Ingest
+from daemon.collector.sinks import Sink, make_sink
+from daemon.collector.spool import Spool
+from daemon.collector.stats import StatsReporter
+from daemon.collector.writer import Backoff, Writer
+from daemon.mqtt import MqttLink
+from daemon.supervisor import supervise
+
+_LOG = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def make_decoder(settings: FleetSettings, now_ms: Callable[[], int] = _now_ms) -> wire.Decoder:
+    return wire.Decoder(
+        prefix=settings.mqtt.topic_prefix,
+        default_site=settings.site.id,
+        kinds=settings.kinds,
+        registry={
+            d.id: wire.DeviceRef(site=settings.device_site(d.id), kind=d.kind)
+            for d in settings.devices
+        },
+        owntracks_map={d.owntracks: d.id for d in settings.devices if d.owntracks},
+        max_payload_bytes=settings.collector.max_payload_bytes,
+        max_future_s=settings.collector.max_future_s,
+        max_age_s=settings.influx.retention_seconds,
+        now_ms=now_ms,
+    )
+
+
+class Collector:
+    def __init__(self, settings: FleetSettings, *, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self._prefix = settings.mqtt.topic_prefix
+        self.stopped = threading.Event()  # set when a part gave up: the process should exit
+        self.spool = Spool(
+            settings.spool.path, max_bytes=settings.spool.max_bytes, fsync=settings.spool.fsync
+        )
+        self.sink = sink if sink is not None else make_sink(settings.influx)
+        self.link = MqttLink(
+            settings.mqtt,
+            persistent=True,
+            subscriptions=wire.subscriptions(self._prefix),
+            manual_ack=True,
+        )
+        influx = settings.influx
+        self.writer = Writer(
+            self.spool,
+            self.sink,
+            batch_size=influx.batch_size,
+            flush_interval_s=influx.flush_interval_s,
+            backoff=Backoff(influx.backoff_initial_s, influx.backoff_max_s),
+            on_rejected=self._dead_letter_line,
+            oldest_allowed_ms=self._oldest_allowed_ms,
+        )
+        self.ingest = Ingest(
+            decoder=make_decoder(settings),
+            spool=self.spool,
+            publish=self.link.publish,
+            ack=self.link.ack,
+            deadletter_topic=self._deadletter_topic,
+            on_spooled=self.writer.notify,
+            batch_max=settings.collector.ingest_batch_max,
+        )
+        self.link.set_message_sink(self.ingest.put)
+        self.stats = StatsReporter(
+            site=settings.site.id,
+            instance=self.link.client_id,
+            ingest=self.ingest,
+            writer=self.writer,
+            spool=self.spool,
+            interval_s=settings.collector.stats_interval_s,
+        )
+
+    def _oldest_allowed_ms(self) -> int | None:
+        retention = self.settings.influx.retention_seconds
+        return None if retention is None else _now_ms() - int(retention * 1000)
+
+    def _deadletter_topic(self, source_topic: str) -> str:
+        return wire.deadletter_topic(self._prefix, wire.site_of(source_topic, self._prefix) or self.settings.site.id)
+
+    def _dead_letter_line(self, topic: str, line: str, reason: str) -> None:
+        payload = wire.deadletter_payload(
+            topic, line.encode(), wire.Reason.INFLUX_REJECTED, reason[:500], _now_ms()
+        )
+        self.link.publish(self._deadletter_topic(topic), payload)
+
+    def _give_up(self, name: str) -> None:
+        _LOG.critical("collector part %s is down for good; stopping", name)
+        self.stopped.set()
+
+    def start(self) -> Callable[[], None]:
+        def part(name: str, work: Callable[[threading.Event], None]) -> Callable[[float], bool]:
+            return supervise(name, work, on_give_up=self._give_up)
+
+        stop_writer = part("writer", self.writer.run)
+        stop_ingest = part("ingest", self.ingest.run)
+        stop_stats = part("stats", self.stats.run)
+        stop_link = self.link.start()
+        _LOG.info(
+            "collector started: %s -> spool %s -> %s %s",
+            " + ".join(wire.subscriptions(self._prefix)),
+            self.settings.spool.path,
+            self.settings.influx.url,
+            self.settings.influx.database,
+        )
+
+        def undo() -> None:
+            _LOG.info("collector stopping")
+            stop_ingest(30.0)  # no more acks: what is not spooled is redelivered later
+            stop_link()
+            stop_stats(5.0)
+            self.stats.report()  # the last counters, so the history ends where we stopped
+            stop_writer(30.0)
+            self.sink.close()
+            self.spool.close()
+            _LOG.info("collector stopped; %d points left in the spool", self.spool.depth().points)
+
+        return undo

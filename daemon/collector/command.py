@@ -1,0 +1,60 @@
+"""`fleet collector`: run the collector until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from config import ConfigError, load_settings
+from daemon.logs import setup_logging
+
+_LOG = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "collector",
+        help="carry telemetry from MQTT into InfluxDB (validate, spool, write)",
+        description="Subscribe to the fleet's telemetry, validate it, spool it to disk and "
+        "write it to InfluxDB. Stops cleanly on SIGTERM.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML configuration file (or FLEET_CONFIG)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon.cli import EX_CONFIG
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(settings.log_level)
+
+    from daemon.collector.app import Collector
+
+    collector = Collector(settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        _LOG.info("received %s", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    undo = collector.start()
+    try:
+        while not stopping.wait(0.5):
+            if collector.stopped.is_set():
+                break
+    finally:
+        undo()
+    return 1 if collector.stopped.is_set() and not stopping.is_set() else 0

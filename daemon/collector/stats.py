@@ -1,0 +1,111 @@
+"""The collector's own counters, written to the `pipeline` measurement.
+
+Every `stats_interval_s` one point with tags `site`, `instance` carries the
+cumulative counters since start (received, rejected by reason, spooled,
+written, retries...) and the gauges of the moment (spool depth, write latency
+of the interval). Devices whose readings arrived in the interval get a point
+of their own with the extra tags `kind` and `device` (seq gaps, duplicates).
+The points travel through the spool like readings, so an InfluxDB outage
+does not leave a hole in the pipeline's own history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from daemon import lineproto, wire
+from daemon.collector.ingest import Ingest
+from daemon.collector.spool import Entry, Spool
+from daemon.collector.writer import Writer
+
+_LOG = logging.getLogger(__name__)
+
+MEASUREMENT = "pipeline"
+SPOOL_TOPIC = "$pipeline"  # the "source topic" of these points in the spool
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class StatsReporter:
+    def __init__(
+        self,
+        *,
+        site: str,
+        instance: str,
+        ingest: Ingest,
+        writer: Writer,
+        spool: Spool,
+        interval_s: float,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._tags = {"site": site, "instance": instance}
+        self._ingest = ingest
+        self._writer = writer
+        self._spool = spool
+        self._interval_s = interval_s
+        self._clock_ms = clock_ms
+        self._started = time.monotonic()
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.wait(self._interval_s):
+                self.report()
+        finally:
+            self._spool.close()
+
+    def lines(self) -> list[str]:
+        now_ms = self._clock_ms()
+        i = self._ingest.counters
+        w = self._writer.counters
+        depth = self._spool.depth()
+        write_ms, lag_ms = w.take_timings()
+        fields: dict[str, lineproto.FieldValue] = {
+            "received": i.received,
+            "accepted": i.accepted,
+            "ignored": i.ignored,
+            "rejected": sum(list(i.rejected.values())),
+            "spooled": i.spooled,
+            "dead_lettered": i.dead_lettered + w.rejected_points,
+            "written": w.written_points,
+            "write_batches": w.written_batches,
+            "write_retries": w.retries,
+            "write_rejected": w.rejected_points,
+            "spool_rows": depth.rows,
+            "spool_points": depth.points,
+            "spool_bytes": depth.bytes,
+            "seq_missing": self._ingest.seq.missing,
+            "seq_duplicates": self._ingest.seq.duplicates,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+        for reason in wire.Reason:
+            fields[f"rejected_{reason.value}"] = i.rejected.get(reason, 0)
+        if write_ms:
+            fields["write_ms_p50"] = round(_percentile(write_ms, 0.5), 3)
+            fields["write_ms_max"] = round(max(write_ms), 3)
+        if lag_ms:
+            fields["lag_ms_max"] = round(max(lag_ms), 3)
+        lines = [lineproto.line(MEASUREMENT, self._tags, fields, now_ms)]
+        for device, s in self._ingest.seq.take_changed():
+            tags = {**self._tags, "kind": s.kind, "device": device}
+            per_device: dict[str, lineproto.FieldValue] = {
+                "received": s.received,
+                "seq_missing": s.missing,
+                "seq_duplicates": s.duplicates,
+                "seq_restarts": s.restarts,
+            }
+            if s.highest >= 0:
+                per_device["seq_last"] = s.highest
+            lines.append(lineproto.line(MEASUREMENT, tags, per_device, now_ms))
+        return lines
+
+    def report(self) -> None:
+        lines = self.lines()
+        self._spool.append([Entry(SPOOL_TOPIC, line, 1) for line in lines])
+        self._writer.notify()
+        _LOG.debug("pipeline: %s", lines[0])

@@ -1,0 +1,215 @@
+"""Drains the spool into InfluxDB.
+
+A batch leaves the spool only when InfluxDB took it (2xx) or refused it for
+good (400/422: a partial write, whose refused lines go to the dead-letter
+topic and which is never retried). Everything else - unreachable server,
+timeouts, 429, 5xx, bad credentials - keeps the batch and retries it with
+exponential backoff and jitter, honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from daemon.collector.rejections import error_text, rejected_lines
+from daemon.collector.sinks import Sink, WriteResult
+from daemon.collector.spool import Spool, SpoolRow
+
+_LOG = logging.getLogger(__name__)
+
+# (source topic, rejected line, InfluxDB's reason)
+RejectedLineSink = Callable[[str, str, str], None]
+
+
+@dataclass
+class WriterCounters:
+    """Owned by the writer thread; the stats reporter only reads them."""
+
+    written_points: int = 0
+    written_batches: int = 0
+    retries: int = 0
+    rejected_points: int = 0
+    write_ms: list[float] = field(default_factory=list)
+    lag_ms: list[float] = field(default_factory=list)
+
+    def take_timings(self) -> tuple[list[float], list[float]]:
+        write_ms, self.write_ms = self.write_ms, []
+        lag_ms, self.lag_ms = self.lag_ms, []
+        return write_ms, lag_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial_s: float
+    max_s: float
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self.max_s, self.initial_s * (2 ** min(attempt, 30)))
+        # "Equal jitter": never less than half the step, so a recovering
+        # server is not hammered by every collector at once.
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after + random.uniform(0, self.initial_s))
+        return delay
+
+
+class Writer:
+    def __init__(
+        self,
+        spool: Spool,
+        sink: Sink,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        backoff: Backoff,
+        on_rejected: RejectedLineSink,
+        oldest_allowed_ms: Callable[[], int | None],
+        shutdown_grace_s: float = 5.0,
+    ) -> None:
+        self._spool = spool
+        self._sink = sink
+        self._batch_size = batch_size
+        self._cap = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._backoff = backoff
+        self._on_rejected = on_rejected
+        self._oldest_allowed_ms = oldest_allowed_ms
+        self._shutdown_grace_s = shutdown_grace_s
+        self._wake = threading.Event()
+        self._needs_bootstrap = True
+        self._attempt = 0
+        self._failing_since: float | None = None
+        self.counters = WriterCounters()
+
+    def notify(self) -> None:
+        """New points were spooled; the writer decides whether to write now."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        last_flush = 0.0
+        try:
+            while not stop.is_set():
+                pending = self._spool.depth().points
+                since = time.monotonic() - last_flush
+                if pending >= self._batch_size or (pending and since >= self._flush_interval_s):
+                    delay = self._write_batch()
+                    if delay is None:
+                        last_flush = time.monotonic()
+                    else:
+                        stop.wait(delay)
+                    continue
+                self._wake.wait(self._flush_interval_s - since if pending else self._flush_interval_s)
+                self._wake.clear()
+            self._final_flush()
+        finally:
+            self._spool.close()
+
+    def _final_flush(self) -> None:
+        """On shutdown write what can be written quickly; the rest stays spooled."""
+        deadline = time.monotonic() + self._shutdown_grace_s
+        while self._spool.depth().rows and time.monotonic() < deadline:
+            if self._write_batch() is not None:
+                break
+        depth = self._spool.depth()
+        if depth.rows:
+            _LOG.info("%d points stay in the spool for the next start", depth.points)
+
+    def _write_batch(self) -> float | None:
+        """Write one batch from the head; None on progress, else the delay before retrying."""
+        if self._needs_bootstrap:
+            result = self._sink.bootstrap()
+            if result.status == 0 or result.status >= 500 or result.status == 429:
+                return self._failed(result)
+            if not result.ok:
+                _LOG.warning("could not create the InfluxDB database: %s (status %d)", result.body, result.status)
+            self._needs_bootstrap = False
+        rows = self._spool.head(self._cap)
+        if not rows:
+            return None
+        body = "\n".join(row.lines for row in rows).encode()
+        started = time.monotonic()
+        result = self._sink.write(body)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        if result.ok:
+            self._succeeded(rows, elapsed_ms)
+            return None
+        if result.status in (400, 422):
+            self._partial_write(rows, result)
+            return None
+        if result.status == 413:
+            return self._too_large(rows, result)
+        if result.status == 404 or "retention policy not found" in result.body:
+            # The database or policy vanished under us (a reset server): recreate it.
+            self._needs_bootstrap = True
+        return self._failed(result)
+
+    def _succeeded(self, rows: list[SpoolRow], elapsed_ms: float) -> None:
+        self._spool.remove(rows)
+        points = sum(r.n for r in rows)
+        now_ms = time.time() * 1000
+        c = self.counters
+        c.written_points += points
+        c.written_batches += 1
+        c.write_ms.append(elapsed_ms)
+        c.lag_ms.append(now_ms - rows[0].at_ms)
+        self._attempt = 0
+        self._cap = self._batch_size
+        if self._failing_since is not None:
+            _LOG.info(
+                "InfluxDB accepts writes again after %.0f s; draining %d spooled points",
+                time.monotonic() - self._failing_since,
+                self._spool.depth().points,
+            )
+            self._failing_since = None
+
+    def _failed(self, result: WriteResult) -> float:
+        self.counters.retries += 1
+        delay = self._backoff.delay(self._attempt, result.retry_after)
+        self._attempt += 1
+        what = "unreachable" if result.status == 0 else f"answered {result.status}"
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            _LOG.warning(
+                "InfluxDB %s (%s); readings stay in the spool (%d points), retrying in %.1f s",
+                what,
+                result.body[:200],
+                self._spool.depth().points,
+                delay,
+            )
+        else:
+            _LOG.debug("InfluxDB still %s; retry %d in %.1f s", what, self._attempt, delay)
+        return delay
+
+    def _too_large(self, rows: list[SpoolRow], result: WriteResult) -> float | None:
+        if len(rows) > 1:
+            self._cap = max(1, sum(r.n for r in rows) // 2)
+            return None
+        self._partial_write(rows, result)
+        return None
+
+    def _partial_write(self, rows: list[SpoolRow], result: WriteResult) -> None:
+        located = [(row.topic, line) for row in rows for line in row.lines.split("\n")]
+        bad = rejected_lines(
+            result.body, [line for _, line in located], oldest_allowed_ms=self._oldest_allowed_ms()
+        )
+        _LOG.warning(
+            "InfluxDB refused %d of %d points (status %d): %s",
+            len(bad),
+            len(located),
+            result.status,
+            result.body[:300],
+        )
+        reason = error_text(result.body)
+        for index in bad:
+            topic, line = located[index]
+            self._on_rejected(topic, line, reason)
+        self.counters.rejected_points += len(bad)
+        # The rest of the batch was written by the server: count it as such.
+        self.counters.written_points += len(located) - len(bad)
+        self._spool.remove(rows)
+        self._attempt = 0

@@ -1,0 +1,257 @@
+"""The MQTT link: the only module that imports paho-mqtt.
+
+paho runs its own network thread (`loop_start`). Callbacks never do work of
+their own: a received message is handed to the sink the owner registered, and
+acknowledging it is the owner's decision (manual acks), because the collector
+may acknowledge a message only once it is on disk.
+
+Acknowledgements carry the connection generation of the message: after a
+reconnect the broker redelivers every unacknowledged message under new packet
+ids, so an ack for an id of an older connection would acknowledge the wrong
+message and must be dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from config.mqtt import MqttSettings
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message received from the broker, waiting for its acknowledgement."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    generation: int
+    retain: bool
+
+
+MessageSink = Callable[[Inbound], None]
+
+
+class MqttLink:
+    """One MQTT client connection with automatic reconnect.
+
+    `start()` connects in the background and returns its undo. Subscriptions
+    given to the constructor are (re)made on every connect, so they survive a
+    broker that lost its session.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str | None = None,
+        persistent: bool = True,
+        will: tuple[str, bytes] | None = None,
+        subscriptions: Sequence[str] = (),
+        on_message: MessageSink | None = None,
+        manual_ack: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._client_id = client_id or settings.client_id
+        self._persistent = persistent
+        self._subscriptions = list(subscriptions)
+        self._on_message_sink = on_message
+        self._v5 = settings.protocol == "5"
+        self._generation = 0
+        self._connected = threading.Event()
+        self._was_connected = False
+        self._outgoing: collections.deque[paho.MQTTMessageInfo] = collections.deque()
+        self._outgoing_lock = threading.Lock()
+
+        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if not self._v5:
+            kwargs["clean_session"] = not persistent
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=protocol,
+            reconnect_on_failure=True,
+            manual_ack=manual_ack,
+            **kwargs,
+        )
+        client.enable_logger(logging.getLogger("paho"))
+        # No cap on messages queued while the broker is away: the caller's
+        # store-and-forward decides how much to keep, not a silent drop here.
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(settings.receive_maximum)
+        client.reconnect_delay_set(1, 10)
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else None
+            client.username_pw_set(settings.username, password)
+        if settings.tls.enabled:
+            client.tls_set(
+                ca_certs=str(settings.tls.ca_file) if settings.tls.ca_file else None,
+                certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+                keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(settings.tls.insecure)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    def set_message_sink(self, sink: MessageSink) -> None:
+        """Where received messages go; set before `start()`."""
+        self._on_message_sink = sink
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> Callable[[], None]:
+        properties: Properties | None = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = (
+                self._settings.session_expiry_s if self._persistent else 0
+            )
+            properties.ReceiveMaximum = self._settings.receive_maximum
+        self._client.connect_async(
+            self._settings.host,
+            self._settings.port,
+            keepalive=self._settings.keepalive_s,
+            # A persistent session must never be cleaned, not even on the first
+            # connect: the broker holds what arrived while we were away.
+            clean_start=not self._persistent if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+        return self.stop
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT, so the broker publishes our will."""
+        self._client.loop_stop()
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+        self._connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0:
+            with self._outgoing_lock:
+                self._outgoing.append(info)
+                self._prune_outgoing()
+
+    def unacknowledged(self) -> int:
+        """QoS>0 messages published but not yet acknowledged by the broker."""
+        with self._outgoing_lock:
+            self._prune_outgoing()
+            return len(self._outgoing)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every QoS>0 publish is acknowledged by the broker."""
+        deadline = time.monotonic() + timeout
+        while self.unacknowledged():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def ack(self, message: Inbound) -> None:
+        if message.qos == 0 or message.generation != self._generation:
+            return
+        self._client.ack(message.mid, message.qos)
+
+    def _prune_outgoing(self) -> None:
+        # Brokers acknowledge in order, so published messages leave from the left.
+        while self._outgoing and self._outgoing[0].is_published():
+            self._outgoing.popleft()
+
+    # paho callbacks: they run on paho's network thread.
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: Any,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            _LOG.error(
+                "MQTT broker %s:%s refused %s: %s",
+                self._settings.host,
+                self._settings.port,
+                self._client_id,
+                reason_code,
+            )
+            return
+        self._generation += 1
+        if self._was_connected:
+            _LOG.info("MQTT reconnected to %s:%s", self._settings.host, self._settings.port)
+        else:
+            _LOG.info(
+                "MQTT connected to %s:%s as %s (session present: %s)",
+                self._settings.host,
+                self._settings.port,
+                self._client_id,
+                flags.session_present,
+            )
+        self._was_connected = True
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: Any,
+        properties: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            _LOG.warning("MQTT connection to %s:%s lost: %s", self._settings.host, self._settings.port, reason_code)
+        self._connected.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        sink = self._on_message_sink
+        if sink is None:
+            return
+        sink(
+            Inbound(
+                topic=message.topic,
+                payload=message.payload,
+                qos=message.qos,
+                mid=message.mid,
+                generation=self._generation,
+                retain=bool(message.retain),
+            )
+        )
