@@ -60,6 +60,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _results(body: str) -> list[dict[str, Any]]:
+    """The "results" of a /query reply; an unreadable reply has none."""
+    try:
+        decoded = json.loads(body) if body else {}
+    except ValueError:
+        _LOG.warning("unexpected reply from InfluxDB /query: %.200s", body)
+        return []
+    results = decoded.get("results", []) if isinstance(decoded, dict) else []
+    return [r for r in results if isinstance(r, dict)]
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -73,7 +84,7 @@ class V1Sink:
             params["rp"] = settings.retention_policy
         self._write_url = f"{base}/write?{urlencode(params)}"
         self._query_url = f"{base}/query"
-        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
+        self._headers: dict[str, str] = {}
         if settings.token is not None:
             self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
         elif settings.username is not None:
@@ -84,9 +95,14 @@ class V1Sink:
             maxsize=2, retries=False, timeout=urllib3.Timeout(total=settings.timeout_s)
         )
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> WriteResult:
+    def _request(
+        self, method: str, url: str, *, content_type: str | None = None, **kwargs: Any
+    ) -> WriteResult:
+        headers = dict(self._headers)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         try:
-            response = self._http.request(method, url, headers=self._headers, **kwargs)
+            response = self._http.request(method, url, headers=headers, **kwargs)
         except urllib3.exceptions.HTTPError as exc:
             return WriteResult(0, f"{type(exc).__name__}: {exc}")
         body = response.data.decode("utf-8", "replace")
@@ -95,14 +111,17 @@ class V1Sink:
         )
 
     def write(self, body: bytes) -> WriteResult:
-        return self._request("POST", self._write_url, body=body)
+        return self._request(
+            "POST", self._write_url, body=body, content_type="text/plain; charset=utf-8"
+        )
 
     def _query(self, statement: str) -> WriteResult:
-        result = self._request("POST", self._query_url, fields={"q": statement})
+        result = self._request(
+            "POST", self._query_url, fields={"q": statement}, encode_multipart=False
+        )
         if result.ok:
             # /query reports statement errors with HTTP 200 and an "error" entry.
-            errors = [r.get("error") for r in json.loads(result.body).get("results", [])]
-            errors = [e for e in errors if e]
+            errors = [str(r.get("error")) for r in _results(result.body) if r.get("error")]
             if errors:
                 return WriteResult(400, "; ".join(errors))
         return result
@@ -125,7 +144,7 @@ class V1Sink:
             return exists
         names = {
             row[0]
-            for result_ in json.loads(exists.body).get("results", [])
+            for result_ in _results(exists.body)
             for series in result_.get("series", [])
             for row in series.get("values", [])
         }
