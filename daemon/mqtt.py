@@ -237,8 +237,10 @@ class MqttLink:
         reason_code: Any,
         properties: Properties | None,
     ) -> None:
-        if self._connected.is_set():
-            _LOG.warning("MQTT connection to %s:%s lost: %s", self._settings.host, self._settings.port, reason_code)
+        if self._connected.is_set() and reason_code.is_failure:
+            _LOG.warning(
+                "MQTT connection to %s:%s lost: %s", self._settings.host, self._settings.port, reason_code
+            )
         self._connected.clear()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:

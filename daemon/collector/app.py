@@ -95,7 +95,16 @@ class Collector:
         return None if retention is None else _now_ms() - int(retention * 1000)
 
     def _deadletter_topic(self, source_topic: str) -> str:
-        return wire.deadletter_topic(self._prefix, wire.site_of(source_topic, self._prefix) or self.settings.site.id)
+        """The dead-letter topic of the message's own site when its topic names a valid one."""
+        site = self.settings.site.id
+        head = f"{self._prefix}/{wire.VERSION}/"
+        if source_topic.startswith(head):
+            candidate = source_topic[len(head) :].split("/", 1)[0]
+            try:
+                site = wire.check_id("site", candidate)
+            except ValueError:
+                pass
+        return wire.deadletter_topic(self._prefix, site)
 
     def _dead_letter_line(self, topic: str, line: str, reason: str) -> None:
         payload = wire.deadletter_payload(
