@@ -9,11 +9,14 @@ ValueError instead:
 - an int outside the signed 64-bit range (InfluxDB rejects it; unsigned is never produced);
 - a point whose fields are all None (Point returns "");
 - an empty measurement or field key, a measurement starting with ``#`` (a comment to InfluxDB);
-- a backslash run that would escape the separator or escape Point writes after it: an odd run
-  ending a measurement/key or standing before a character Point escapes. In a tag value Point
-  appends a space after a trailing backslash, so there an odd trailing run is fine (kept byte for
-  byte) and an even one is refused;
+- a backslash in a measurement, tag key or field key. Point leaves it unescaped and InfluxDB
+  1.6 misreads it: measured, ``a\\,b`` is stored as ``a,b``; a name ending in a backslash, or a
+  field key with one before an escaped character, makes the line unparsable;
 - a timestamp outside what InfluxDB can store in ms (its time is int64 nanoseconds).
+
+Kept as Point does although lossy: a newline, tab or carriage return in a name or tag value is
+written as ``\\n``, ``\\t``, ``\\r`` and InfluxDB stores those two characters. Callers that need
+exact names use plain ids (the wire contract's ids never contain such characters).
 
 Hot path: the escaped "measurement,tag=..,tag=.." prefix repeats for every reading of a device,
 so ``series_key`` caches it; ``format_line`` only formats the fields and the timestamp.
@@ -42,28 +45,13 @@ _SERIES_CACHE_SIZE = 8192
 _FIELD_KEY_CACHE_SIZE = 1024
 
 
-def _check_backslashes(text: str, table: dict[int, str], what: str, *, tag_value: bool) -> None:
-    """Reject backslashes that would escape a separator once Point has escaped the text.
-
-    InfluxDB reads a backslash as "take the next byte literally". A run of backslashes before a
-    character Point escapes (which adds one more backslash) must therefore be even, and so must a
-    trailing run before the separator - except in a tag value, where Point appends a space to a
-    trailing backslash: there an odd run escapes that space and an even run leaves it a separator.
-    """
-    start = text.find("\\")
-    while start != -1:
-        end = start
-        while end < len(text) and text[end] == "\\":
-            end += 1
-        odd = (end - start) % 2 == 1
-        if end == len(text):
-            if odd != tag_value:
-                raise ValueError(
-                    f"{what} {text[:40]!r} ends in a backslash run that escapes the separator"
-                )
-        elif odd and ord(text[end]) in table:
-            raise ValueError(f"{what} {text[:40]!r} has a backslash before {text[end]!r}")
-        start = text.find("\\", end)
+def _no_backslash(text: str, what: str) -> None:
+    # Point does not escape a backslash in a name, and InfluxDB 1.6 reads one in front of an
+    # escaped character or a separator as an escape of its own: the line then fails to parse or
+    # names another series. In a tag value a backslash survives; a trailing one comes back as a
+    # space (Point appends one so it cannot escape the separator; kept, byte for byte).
+    if "\\" in text:
+        raise ValueError(f"{what} {text[:40]!r} contains a backslash")
 
 
 def _measurement(name: str) -> str:
@@ -71,7 +59,7 @@ def _measurement(name: str) -> str:
         raise ValueError("measurement is empty")
     if name.startswith("#"):
         raise ValueError(f"measurement {name[:40]!r} starts with '#' (a comment line)")
-    _check_backslashes(name, _ESCAPE_MEASUREMENT, "measurement", tag_value=False)
+    _no_backslash(name, "measurement")
     return name.translate(_ESCAPE_MEASUREMENT)
 
 
@@ -79,8 +67,7 @@ def _tag(key: str, value: str) -> str | None:
     """Escaped ``key=value``, or None when Point would drop the tag (empty key or value)."""
     if not key or not value:
         return None
-    _check_backslashes(key, _ESCAPE_KEY, "tag key", tag_value=False)
-    _check_backslashes(value, _ESCAPE_KEY, "tag value", tag_value=True)
+    _no_backslash(key, "tag key")
     escaped = value.translate(_ESCAPE_KEY)
     if escaped.endswith("\\"):
         escaped += " "
@@ -105,44 +92,33 @@ def series_key(measurement: str, tags: Mapping[str, str | None]) -> str:
 
 @functools.lru_cache(maxsize=_FIELD_KEY_CACHE_SIZE)
 def _field_key(key: str) -> str:
+    """The escaped key with its "=", ready to take the value."""
     if not key:
         raise ValueError("field key is empty")
-    _check_backslashes(key, _ESCAPE_KEY, "field key", tag_value=False)
-    return key.translate(_ESCAPE_KEY)
+    _no_backslash(key, "field key")
+    return key.translate(_ESCAPE_KEY) + "="
 
 
-def _float(key: str, value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError(f"field {key!r}: {value} is not a finite number")
-    text = str(value)
-    # Point trims the ".0" of whole numbers; InfluxDB still reads "5" as a float (no "i").
-    return text[:-2] if text.endswith(".0") else text
+def _not_finite(key: str, value: float) -> ValueError:
+    return ValueError(f"field {key!r}: {value} is not a finite number")
 
 
-def _int(key: str, value: int) -> str:
-    if not _INT_MIN <= value <= _INT_MAX:
-        raise ValueError(f"field {key!r}: {value} does not fit a signed 64-bit integer")
-    return f"{value}i"
+def _not_int64(key: str, value: int) -> ValueError:
+    return ValueError(f"field {key!r}: {value} does not fit a signed 64-bit integer")
 
 
-def _value(key: str, value: FieldValue) -> str:
-    kind = type(value)
-    if kind is float:
-        return _float(key, value)  # type: ignore[arg-type]
-    if kind is int:
-        return _int(key, value)  # type: ignore[arg-type]
-    if kind is str:
-        return f'"{value.translate(_ESCAPE_STRING)}"'  # type: ignore[union-attr]
-    if kind is bool:
-        return "true" if value else "false"
-    # Subclasses (IntEnum, StrEnum...): Point's isinstance order and str() formatting.
+def _subclass_value(key: str, value: object) -> str:
+    """IntEnum, StrEnum and the like: Point's isinstance order and its str() formatting."""
     if isinstance(value, float):
-        return _float(key, value)
+        if not math.isfinite(value):
+            raise _not_finite(key, value)
+        text = str(value)
+        return text[:-2] if text.endswith(".0") else text
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"field {key!r}: {value} does not fit a signed 64-bit integer")
+            raise _not_int64(key, value)
         return f"{value!s}i"
     if isinstance(value, str):
         return f'"{str(value).translate(_ESCAPE_STRING)}"'
@@ -155,9 +131,28 @@ def format_line(prefix: str, fields: Sequence[tuple[str, FieldValue | None]], ts
     Fields whose value is None are skipped, as Point does. The caller owns the order: Point sorts
     fields by key, so pass them sorted (and unique) to stay byte-identical with it.
     """
-    parts = [
-        f"{_field_key(key)}={_value(key, value)}" for key, value in fields if value is not None
-    ]
+    # The per-reading hot path: exact-type checks inline, no call per value.
+    parts = []
+    for key, value in fields:
+        if value is None:
+            continue
+        if type(value) is float:
+            text = repr(value)
+            if text[-1] in "nf":  # "nan", "inf", "-inf": every finite repr ends in a digit
+                raise _not_finite(key, value)
+            if text.endswith(".0"):  # Point trims it; InfluxDB still reads "5" as a float
+                text = text[:-2]
+        elif type(value) is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise _not_int64(key, value)
+            text = f"{value}i"
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        elif type(value) is str:
+            text = f'"{value.translate(_ESCAPE_STRING)}"'
+        else:
+            text = _subclass_value(key, value)
+        parts.append(_field_key(key) + text)
     if not parts:
         raise ValueError(f"point {prefix[:40]!r} has no field")
     if type(ts_ms) is not int or not -_TS_MS_LIMIT <= ts_ms <= _TS_MS_LIMIT:

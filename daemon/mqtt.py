@@ -13,7 +13,6 @@ message and must be dropped.
 
 from __future__ import annotations
 
-import collections
 import logging
 import ssl
 import threading
@@ -75,8 +74,6 @@ class MqttLink:
         self._generation = 0
         self._connected = threading.Event()
         self._was_connected = False
-        self._outgoing: collections.deque[paho.MQTTMessageInfo] = collections.deque()
-        self._outgoing_lock = threading.Lock()
 
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {}
@@ -163,17 +160,16 @@ class MqttLink:
         return self._connected.wait(timeout)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if qos > 0:
-            with self._outgoing_lock:
-                self._outgoing.append(info)
-                self._prune_outgoing()
+        """Queue a message; paho keeps QoS>0 messages across reconnects until acknowledged."""
+        self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def unacknowledged(self) -> int:
-        """QoS>0 messages published but not yet acknowledged by the broker."""
-        with self._outgoing_lock:
-            self._prune_outgoing()
-            return len(self._outgoing)
+        """Messages published but not yet acknowledged by the broker (or not yet sent)."""
+        # paho's own table of outgoing messages is the only record that is
+        # right across reconnects: MQTTMessageInfo.is_published() raises for a
+        # message queued while disconnected, although paho sends it later, and
+        # tracking acks in on_publish races paho's lock order. Pinned paho<3.
+        return len(self._client._out_messages)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every QoS>0 publish is acknowledged by the broker."""
@@ -188,11 +184,6 @@ class MqttLink:
         if message.qos == 0 or message.generation != self._generation:
             return
         self._client.ack(message.mid, message.qos)
-
-    def _prune_outgoing(self) -> None:
-        # Brokers acknowledge in order, so published messages leave from the left.
-        while self._outgoing and self._outgoing[0].is_published():
-            self._outgoing.popleft()
 
     # paho callbacks: they run on paho's network thread.
 

@@ -18,6 +18,7 @@ the same as one a second later.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 # (percent, volts per cell), increasing in both.
@@ -44,7 +45,7 @@ UTC_OFFSET_H = -5.0  # West Haven standard time; good enough for a day curve
 def cell_ocv(pct: float) -> float:
     """Open-circuit volts of one cell at `pct` state of charge."""
     p = min(100.0, max(0.0, pct))
-    for (p0, v0), (p1, v1) in zip(_OCV, _OCV[1:], strict=False):
+    for (p0, v0), (p1, v1) in itertools.pairwise(_OCV):
         if p <= p1:
             return v0 + (v1 - v0) * (p - p0) / (p1 - p0)
     return _OCV[-1][1]

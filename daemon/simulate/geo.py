@@ -19,6 +19,7 @@ over a few kilometres is far below GPS noise and it costs two multiplications.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ class Route:
         points = [*waypoints, waypoints[0]]
         self._xy = [self._to_xy(lat, lon) for lat, lon in points]
         self._cum = [0.0]
-        for (x0, y0), (x1, y1) in zip(self._xy, self._xy[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(self._xy):
             self._cum.append(self._cum[-1] + math.hypot(x1 - x0, y1 - y0))
         self.length_m = self._cum[-1]
 

@@ -1,0 +1,90 @@
+"""Shared fixtures: private Mosquitto and InfluxDB servers, started once per session.
+
+Tests that restart or kill a server take their own from `make_broker` /
+`make_influx`, so the session servers stay up for everyone else. A missing
+server binary fails the test with a pointer to scripts/setup rather than
+skipping it: a skipped integration test proves nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tests.harness.servers import InfluxServer, MosquittoServer, ServerError
+
+_db_numbers = itertools.count(1)
+
+S = TypeVar("S", MosquittoServer, InfluxServer)
+
+
+def _started(server: S) -> S:
+    try:
+        return server.start()
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    """One Mosquitto for the whole session; do not stop or restart it."""
+    server = _started(MosquittoServer(tmp_path_factory.mktemp("mosquitto")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """One InfluxDB for the whole session; use `tmp_db` for a database of your own."""
+    server = _started(InfluxServer(tmp_path_factory.mktemp("influxd")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., MosquittoServer]]:
+    """Factory of private, started brokers (`make_broker(port=None, extra_config="")`),
+    stopped at the end of the test."""
+    made: list[MosquittoServer] = []
+
+    def make(port: int | None = None, *, extra_config: str = "") -> MosquittoServer:
+        server = MosquittoServer(
+            tmp_path / f"mosquitto-{len(made)}", port, extra_config=extra_config
+        )
+        made.append(server)
+        return _started(server)
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def make_influx(tmp_path: Path) -> Iterator[Callable[..., InfluxServer]]:
+    """Factory of private, started InfluxDB servers (`make_influx(port=None)`),
+    stopped at the end of the test."""
+    made: list[InfluxServer] = []
+
+    def make(port: int | None = None) -> InfluxServer:
+        server = InfluxServer(tmp_path / f"influxd-{len(made)}", port)
+        made.append(server)
+        return _started(server)
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def tmp_db(influx: InfluxServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on the session InfluxDB, named after the test; dropped afterwards."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
+    name = f"t_{stem}_{next(_db_numbers)}"
+    influx.create_database(name)
+    yield name
+    influx.drop_database(name)
