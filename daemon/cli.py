@@ -11,8 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from config import ConfigError, FleetSettings, load_settings
 
 EX_CONFIG = 78
+
+
+def load_config(path: Path | None) -> FleetSettings | None:
+    """The settings, or None after printing every problem to stderr (exit with EX_CONFIG)."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(problem + "\n")
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

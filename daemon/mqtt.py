@@ -126,7 +126,7 @@ class MqttLink:
     def start(self) -> Callable[[], None]:
         properties: Properties | None = None
         if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = (
                 self._settings.session_expiry_s if self._persistent else 0
             )
@@ -230,7 +230,10 @@ class MqttLink:
     ) -> None:
         if self._connected.is_set() and reason_code.is_failure:
             _LOG.warning(
-                "MQTT connection to %s:%s lost: %s", self._settings.host, self._settings.port, reason_code
+                "MQTT connection to %s:%s lost: %s",
+                self._settings.host,
+                self._settings.port,
+                reason_code,
             )
         self._connected.clear()
 
@@ -241,7 +244,7 @@ class MqttLink:
         sink(
             Inbound(
                 topic=message.topic,
-                payload=message.payload,
+                payload=bytes(message.payload),
                 qos=message.qos,
                 mid=message.mid,
                 generation=self._generation,

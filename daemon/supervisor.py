@@ -38,13 +38,15 @@ def supervise(
         while not stop.is_set():
             try:
                 work(stop)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any crash of a worker is restarted, not fatal
                 now = time.monotonic()
                 failures.append(now)
                 while failures and now - failures[0] > window_s:
                     failures.popleft()
                 if len(failures) > budget:
-                    _LOG.critical("%s failed %d times in %.0f s; giving up", name, len(failures), window_s)
+                    _LOG.critical(
+                        "%s failed %d times in %.0f s; giving up", name, len(failures), window_s
+                    )
                     if on_give_up is not None:
                         on_give_up(name)
                     return

@@ -6,7 +6,7 @@ from daemon.collector.rejections import rejected_lines
 
 LINES = [
     "battery,device=a pct=50 1000",
-    "status,device=a state=\"riding\",error_code=0i 1000",
+    'status,device=a state="riding",error_code=0i 1000',
     "battery,device=b pct=60 2000",
     "location,device=b lat=41.2,lon=-72.9 500",
 ]

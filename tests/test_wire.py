@@ -240,12 +240,23 @@ def test_ts_forms_all_land_on_the_same_millisecond(decoder):
     assert {r.ts_ms for r in readings if r is not None} == {NOW_MS + 123}
 
 
-def test_ts_within_the_window_edges_is_accepted(decoder):
-    for ts_ms in (NOW_MS + 300_000, NOW_MS - 30 * DAY_S * 1000):
-        ts = datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()
+@pytest.mark.parametrize(
+    ("ts_ms", "reason"),
+    [
+        (NOW_MS + 300_000, None),
+        (NOW_MS + 300_001, Reason.FUTURE_TS),
+        (NOW_MS - 30 * DAY_S * 1000, None),
+        (NOW_MS - 30 * DAY_S * 1000 - 1, Reason.STALE_TS),
+    ],
+)
+def test_ts_window_edges(decoder, ts_ms, reason):
+    ts = datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()
+    if reason is None:
         reading = decoder.decode(TOPIC, payload(ts=ts))
         assert reading is not None
         assert reading.ts_ms == ts_ms
+    else:
+        assert rejection(decoder, TOPIC, payload(ts=ts))[0] is reason
 
 
 def test_without_a_retention_old_readings_are_kept():

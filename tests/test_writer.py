@@ -19,7 +19,10 @@ TOPIC = "fleet/v1/allingtown/segway/sw-01/telemetry"
 
 
 def lines(start: int, count: int) -> list[str]:
-    return [f"battery,device=sw-01 pct={i % 100} {1_800_000_000_000 + i}" for i in range(start, start + count)]
+    return [
+        f"battery,device=sw-01 pct={i % 100} {1_800_000_000_000 + i}"
+        for i in range(start, start + count)
+    ]
 
 
 def settings(url: str, **extra) -> InfluxSettings:
@@ -36,7 +39,9 @@ def settings(url: str, **extra) -> InfluxSettings:
 
 
 @contextmanager
-def running_writer(tmp_path, receiver: HttpReceiver, entries: list[Entry], **extra) -> Iterator[tuple[Writer, Spool, list]]:
+def running_writer(
+    tmp_path, receiver: HttpReceiver, entries: list[Entry], **extra
+) -> Iterator[tuple[Writer, Spool, list[tuple[str, str, str]]]]:
     spool = Spool(tmp_path / "spool.sqlite", max_bytes=10**9, fsync=False)
     spool.append(entries)
     rejected: list[tuple[str, str, str]] = []
@@ -73,12 +78,16 @@ def written_lines(receiver: HttpReceiver, status_ok_only: bool = True) -> list[s
 
 
 def test_batches_are_written_in_order_and_leave_the_spool(tmp_path):
-    with HttpReceiver() as receiver, running_writer(tmp_path, receiver, one_row_per_line(lines(0, 25))) as (writer, spool, _):
+    with (
+        HttpReceiver() as receiver,
+        running_writer(tmp_path, receiver, one_row_per_line(lines(0, 25))) as (writer, spool, _),
+    ):
         wait_until(lambda: spool.depth().rows == 0, message="spool drained")
     assert written_lines(receiver) == lines(0, 25)
     assert all(len(r.body.split(b"\n")) <= 10 for r in receiver.writes())
     request = receiver.writes()[0]
-    assert request.query["db"] == ["fleet"] and request.query["precision"] == ["ms"]
+    assert request.query["db"] == ["fleet"]
+    assert request.query["precision"] == ["ms"]
     assert request.query["rp"] == ["raw"]
     assert writer.counters.written_points == 25
 
@@ -87,10 +96,15 @@ def test_server_errors_are_retried_until_accepted(tmp_path):
     with HttpReceiver() as receiver:
         receiver.script.extend([Reply(204, b"{}")] * 3)  # bootstrap: CREATE DB, SHOW RP, CREATE RP
         receiver.script.extend([Reply(503, b"overloaded"), Reply(500, b'{"error":"timeout"}')])
-        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 5))) as (writer, spool, rejected):
+        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 5))) as (
+            writer,
+            spool,
+            rejected,
+        ):
             wait_until(lambda: spool.depth().rows == 0, message="spool drained")
     bodies = [r.body for r in receiver.writes()]
-    assert len(bodies) == 3 and len(set(bodies)) == 1  # the same batch, three times
+    assert len(bodies) == 3
+    assert len(set(bodies)) == 1  # the same batch, three times
     assert writer.counters.retries == 2
     assert rejected == []
 
@@ -107,11 +121,17 @@ def test_retry_after_is_honoured(tmp_path):
 
 def test_a_partial_write_is_never_retried_and_its_bad_lines_are_dead_lettered(tmp_path):
     bad = lines(2, 1)[0]
-    body = ('{"error":"partial write: unable to parse \'' + bad + '\': invalid number dropped=0"}').encode()
+    body = (
+        '{"error":"partial write: unable to parse \'' + bad + "': invalid number dropped=0\"}"
+    ).encode()
     with HttpReceiver() as receiver:
         receiver.script.extend([Reply(204, b"{}")] * 3)
         receiver.script.append(Reply(400, body))
-        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 5))) as (writer, spool, rejected):
+        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 5))) as (
+            writer,
+            spool,
+            rejected,
+        ):
             wait_until(lambda: spool.depth().rows == 0, message="spool drained")
     assert len(receiver.writes()) == 1
     assert [(t, line) for t, line, _ in rejected] == [(TOPIC, bad)]
@@ -124,10 +144,15 @@ def test_a_too_large_batch_is_split(tmp_path):
     with HttpReceiver() as receiver:
         receiver.script.extend([Reply(204, b"{}")] * 3)
         receiver.script.append(Reply(413, b"Request Entity Too Large"))
-        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 10))) as (_, spool, rejected):
+        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 10))) as (
+            _,
+            spool,
+            rejected,
+        ):
             wait_until(lambda: spool.depth().rows == 0, message="spool drained")
     sizes = [len(r.body.split(b"\n")) for r in receiver.writes()]
-    assert sizes[0] == 10 and max(sizes[1:]) <= 5
+    assert sizes[0] == 10
+    assert max(sizes[1:]) <= 5
     assert sorted(written_lines(receiver)[10:]) == sorted(lines(0, 10))
     assert rejected == []
 
@@ -152,7 +177,11 @@ def test_retry_after_header_forms(header, expected):
 
 def test_v2_backend_speaks_the_v2_write_api():
     with HttpReceiver() as receiver:
-        sink = V2Sink(settings(receiver.url, api="v2", org="westhaven-pd", token="s3cr3t-token", database="fleet"))
+        sink = V2Sink(
+            settings(
+                receiver.url, api="v2", org="westhaven-pd", token="s3cr3t-token", database="fleet"
+            )
+        )
         result = sink.write("\n".join(lines(0, 3)).encode())
         sink.close()
     assert result.ok
@@ -166,7 +195,9 @@ def test_v2_backend_speaks_the_v2_write_api():
 
 
 def test_v2_backend_reports_status_and_retry_after():
-    with HttpReceiver(Reply(429, b'{"code":"too many requests"}', {"Retry-After": "3"})) as receiver:
+    with HttpReceiver(
+        Reply(429, b'{"code":"too many requests"}', {"Retry-After": "3"})
+    ) as receiver:
         sink = V2Sink(settings(receiver.url, api="v2", org="o", token="t"))
         result = sink.write(b"battery,device=a pct=1 1")
         sink.close()
@@ -180,4 +211,5 @@ def test_v1_backend_sends_token_or_basic_auth_without_leaking_it():
     token_req, basic_req = receiver.requests
     assert token_req.headers["authorization"] == "Token tok-123"
     assert basic_req.headers["authorization"] == "Basic ZmxlZXQ6cHctNDU2"
-    assert "tok-123" not in token_req.path and "pw-456" not in basic_req.path
+    assert "tok-123" not in token_req.path
+    assert "pw-456" not in basic_req.path

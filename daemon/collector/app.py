@@ -7,6 +7,7 @@ flush what it can within its grace period, leaving the rest in the spool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -100,10 +101,8 @@ class Collector:
         head = f"{self._prefix}/{wire.VERSION}/"
         if source_topic.startswith(head):
             candidate = source_topic[len(head) :].split("/", 1)[0]
-            try:
+            with contextlib.suppress(ValueError):
                 site = wire.check_id("site", candidate)
-            except ValueError:
-                pass
         return wire.deadletter_topic(self._prefix, site)
 
     def _dead_letter_line(self, topic: str, line: str, reason: str) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from config import ConfigError, load_settings
 from daemon.logs import setup_logging
 
 _LOG = logging.getLogger(__name__)
@@ -29,13 +27,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.cli import EX_CONFIG
+    from daemon.cli import EX_CONFIG, load_config
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    settings = load_config(args.config)
+    if settings is None:
         return EX_CONFIG
     setup_logging(settings.log_level)
 

@@ -101,7 +101,9 @@ class Ingest:
                 reading = self._decoder.decode(message.topic, message.payload)
             except wire.Rejected as rejected:
                 c.rejected[rejected.reason] += 1
-                _LOG.debug("rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail)
+                _LOG.debug(
+                    "rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail
+                )
                 dead.append(
                     (
                         self._deadletter_topic(message.topic),

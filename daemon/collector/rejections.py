@@ -51,9 +51,7 @@ def error_text(body: str) -> str:
     return body
 
 
-def rejected_lines(
-    body: str, lines: Sequence[str], *, oldest_allowed_ms: int | None
-) -> list[int]:
+def rejected_lines(body: str, lines: Sequence[str], *, oldest_allowed_ms: int | None) -> list[int]:
     """Indexes of the lines the server refused, per its error message."""
     body = error_text(body)
     unparsable = set(_UNPARSABLE.findall(body))
@@ -67,8 +65,7 @@ def rejected_lines(
             i
             for i, line in enumerate(lines)
             for field, measurement in conflicts
-            if _measurement(line) == measurement
-            and (f" {field}=" in line or f",{field}=" in line)
+            if _measurement(line) == measurement and (f" {field}=" in line or f",{field}=" in line)
         ]
         if hits:
             return sorted(set(hits))

@@ -161,14 +161,17 @@ class V2Sink:
     """InfluxDB 2.x / Cloud through influxdb-client's synchronous write API."""
 
     def __init__(self, settings: InfluxSettings) -> None:
-        from influxdb_client import InfluxDBClient
+        # Imported here: influxdb-client pulls in reactivex, which v1 users never need.
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        self._settings = settings
-        token = settings.token.get_secret_value() if settings.token else None
+        if settings.token is None or settings.org is None:
+            raise ValueError("influx.api = v2 needs influx.token and influx.org")
+        self._bucket = settings.database
+        self._org = settings.org
         self._client = InfluxDBClient(
             url=settings.url,
-            token=token,
+            token=settings.token.get_secret_value(),
             org=settings.org,
             timeout=int(settings.timeout_s * 1000),
             retries=False,
@@ -176,20 +179,26 @@ class V2Sink:
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, body: bytes) -> WriteResult:
-        from influxdb_client import WritePrecision
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
             self._write_api.write(
-                bucket=self._settings.database,
-                org=self._settings.org,
+                bucket=self._bucket,
+                org=self._org,
                 record=body,
-                write_precision=WritePrecision.MS,
+                # The library annotates the parameter with its own class whose members are str.
+                write_precision=WritePrecision.MS,  # type: ignore[arg-type]
             )
         except ApiException as exc:
-            text = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
-            headers = exc.headers or {}
-            return WriteResult(int(exc.status or 0), text, parse_retry_after(headers.get("Retry-After")))
+            raw = exc.body
+            text = (
+                raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or exc.reason)
+            )
+            headers: Any = exc.headers or {}
+            return WriteResult(
+                int(exc.status or 0), text, parse_retry_after(headers.get("Retry-After"))
+            )
         except urllib3.exceptions.HTTPError as exc:
             return WriteResult(0, f"{type(exc).__name__}: {exc}")
         return WriteResult(204, "")
@@ -200,8 +209,8 @@ class V2Sink:
         return WriteResult(204, "")
 
     def close(self) -> None:
-        self._write_api.close()
-        self._client.close()
+        self._write_api.close()  # type: ignore[no-untyped-call]
+        self._client.close()  # type: ignore[no-untyped-call]
 
 
 def make_sink(settings: InfluxSettings) -> Sink:

@@ -103,7 +103,9 @@ class Writer:
                     else:
                         stop.wait(delay)
                     continue
-                self._wake.wait(self._flush_interval_s - since if pending else self._flush_interval_s)
+                self._wake.wait(
+                    self._flush_interval_s - since if pending else self._flush_interval_s
+                )
                 self._wake.clear()
             self._final_flush()
         finally:
@@ -126,7 +128,11 @@ class Writer:
             if result.status == 0 or result.status >= 500 or result.status == 429:
                 return self._failed(result)
             if not result.ok:
-                _LOG.warning("could not create the InfluxDB database: %s (status %d)", result.body, result.status)
+                _LOG.warning(
+                    "could not create the InfluxDB database: %s (status %d)",
+                    result.body,
+                    result.status,
+                )
             self._needs_bootstrap = False
         rows = self._spool.head(self._cap)
         if not rows:

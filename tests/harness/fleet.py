@@ -81,7 +81,9 @@ def running_collector(settings: FleetSettings, broker: MosquittoServer) -> Itera
 
 @contextmanager
 def publisher(settings: FleetSettings, name: str = "pub") -> Iterator[MqttLink]:
-    link = MqttLink(settings.mqtt, client_id=f"test-{name}-{os.getpid()}-{next(_ids)}", persistent=True)
+    link = MqttLink(
+        settings.mqtt, client_id=f"test-{name}-{os.getpid()}-{next(_ids)}", persistent=True
+    )
     undo = link.start()
     assert link.wait_connected(10), "publisher could not connect"
     try:
