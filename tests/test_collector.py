@@ -262,7 +262,8 @@ def test_the_pipeline_measurement_reports_the_collectors_counters(
             rows = influx.rows(
                 "SELECT * FROM pipeline WHERE device = '' ORDER BY time DESC LIMIT 1", tmp_db
             )
-            return rows[0] if rows and rows[0]["written"] >= 3 else None
+            # Stats points are written too, so wait on what the readings did.
+            return rows[0] if rows and rows[0]["received"] >= 4 and rows[0]["spooled"] >= 3 else None
 
         row = wait_until(latest, timeout=20, message="pipeline point counting the readings")
         device = wait_until(
