@@ -17,6 +17,7 @@ from tests.harness.fleet import (
     telemetry,
     write_config,
 )
+from tests.harness.samples import DESIGN_EXAMPLE
 from tests.harness.waiting import wait_until
 
 TS_MS = int(time.time() * 1000) - 60_000  # a minute ago: inside every window
@@ -29,36 +30,8 @@ def settings(tmp_path, mqtt_broker, influx, tmp_db):
 
 
 def full_reading() -> dict[str, Any]:
-    return {
-        "schema": 1,
-        "device": "sw-03",
-        "seq": 1842,
-        "ts": datetime.fromtimestamp(TS_MS / 1000, UTC).isoformat(timespec="milliseconds"),
-        "battery": {
-            "pct": 87.5,
-            "voltage_v": 72.1,
-            "current_a": -3.2,
-            "temp_c": 24.5,
-            "charging": False,
-            "health_pct": 96,
-        },
-        "location": {
-            "lat": 41.2705,
-            "lon": -72.947,
-            "accuracy_m": 5,
-            "speed_kmh": 8.2,
-            "heading_deg": 180,
-        },
-        "status": {
-            "state": "riding",
-            "odometer_km": 1234.5,
-            "range_km": 21.0,
-            "error_code": 0,
-            "locked": False,
-            "rssi_dbm": -61,
-            "firmware": "1.3.9",
-        },
-    }
+    ts = datetime.fromtimestamp(TS_MS / 1000, UTC).isoformat(timespec="milliseconds")
+    return {**DESIGN_EXAMPLE, "ts": ts}
 
 
 def test_a_reading_is_stored_with_its_fields_tags_and_device_timestamp(
@@ -263,7 +236,9 @@ def test_the_pipeline_measurement_reports_the_collectors_counters(
                 "SELECT * FROM pipeline WHERE device = '' ORDER BY time DESC LIMIT 1", tmp_db
             )
             # Stats points are written too, so wait on what the readings did.
-            return rows[0] if rows and rows[0]["received"] >= 4 and rows[0]["spooled"] >= 3 else None
+            return (
+                rows[0] if rows and rows[0]["received"] >= 4 and rows[0]["spooled"] >= 3 else None
+            )
 
         row = wait_until(latest, timeout=20, message="pipeline point counting the readings")
         device = wait_until(
