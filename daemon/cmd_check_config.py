@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config import ConfigError, FleetSettings, load_settings, resolve_config_path
-from daemon.cli import EX_CONFIG
+from config import FleetSettings, resolve_config_path
+from daemon.cli import EX_CONFIG, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -37,11 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the configuration; print a summary (0) or the problems (EX_CONFIG)."""
     path: Path | None = args.config
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(problem + "\n")
+    settings = load_config(path)
+    if settings is None:
         return EX_CONFIG
     resolved = resolve_config_path(path)
     shown = str(resolved) if resolved is not None else "(no file: defaults and environment)"

@@ -58,6 +58,7 @@ class Reason(StrEnum):
     FUTURE_TS = "future_ts"
     STALE_TS = "stale_ts"
     INFLUX_REJECTED = "influx_rejected"
+    INTERNAL_ERROR = "internal_error"  # the collector failed on it: a bug, logged with its traceback
 
 
 class Rejected(Exception):

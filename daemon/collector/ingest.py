@@ -99,27 +99,27 @@ class Ingest:
             c.received += 1
             try:
                 reading = self._decoder.decode(message.topic, message.payload)
+                lines = wire.reading_lines(reading) if reading is not None else []
             except wire.Rejected as rejected:
-                c.rejected[rejected.reason] += 1
-                _LOG.debug(
-                    "rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail
-                )
-                dead.append(
-                    (
-                        self._deadletter_topic(message.topic),
-                        wire.deadletter_payload(
-                            message.topic, message.payload, rejected.reason, rejected.detail, now_ms
-                        ),
-                    )
-                )
+                reason, detail = rejected.reason, rejected.detail
+                _LOG.debug("rejected %s: %s: %s", message.topic[:200], reason, detail)
+            except Exception as exc:  # noqa: BLE001 - one message must not stall the stream
+                # A bug, not bad input: keep the message (dead letter) and the stream.
+                _LOG.exception("failed on a message from %s", message.topic[:200])
+                reason, detail = wire.Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                if reading is None:
+                    c.ignored += 1
+                else:
+                    c.accepted += 1
+                    self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
+                    entries.append(Entry(message.topic, "\n".join(lines), len(lines)))
                 continue
-            if reading is None:
-                c.ignored += 1
-                continue
-            c.accepted += 1
-            self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
-            lines = wire.reading_lines(reading)
-            entries.append(Entry(message.topic, "\n".join(lines), len(lines)))
+            c.rejected[reason] += 1
+            payload = wire.deadletter_payload(
+                message.topic, message.payload, reason, detail, now_ms
+            )
+            dead.append((self._deadletter_topic(message.topic), payload))
         if entries and not self._commit(entries, stop):
             return  # stopping before the spool took them: leave them unacknowledged
         for topic, payload in dead:
