@@ -8,7 +8,7 @@ import time
 
 from daemon import wire
 from daemon.collector.ingest import Ingest
-from daemon.collector.spool import Entry, Spool
+from daemon.spool import Entry, Spool
 from daemon.mqtt import Inbound
 from tests.harness.waiting import wait_until
 

@@ -17,7 +17,7 @@ from config import FleetSettings
 from daemon import wire
 from daemon.collector.ingest import Ingest
 from daemon.collector.sinks import Sink, make_sink
-from daemon.collector.spool import Spool
+from daemon.spool import Spool
 from daemon.collector.stats import StatsReporter
 from daemon.collector.writer import Backoff, Writer
 from daemon.mqtt import MqttLink

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from daemon import wire
 from daemon.collector.seqtrack import SeqTracker
-from daemon.collector.spool import Entry, Spool
+from daemon.spool import Entry, Spool
 from daemon.mqtt import Inbound
 
 _LOG = logging.getLogger(__name__)

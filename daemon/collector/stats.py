@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from daemon import lineproto, wire
 from daemon.collector.ingest import Ingest
-from daemon.collector.spool import Entry, Spool
+from daemon.spool import Entry, Spool
 from daemon.collector.writer import Writer
 
 _LOG = logging.getLogger(__name__)

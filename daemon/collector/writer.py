@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from daemon.collector.rejections import error_text, rejected_lines
 from daemon.collector.sinks import Sink, WriteResult
-from daemon.collector.spool import Spool, SpoolRow
+from daemon.spool import Spool, SpoolRow
 
 _LOG = logging.getLogger(__name__)
 

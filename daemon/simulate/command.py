@@ -15,7 +15,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             where = f"{settings.mqtt.host}:{settings.mqtt.port}"
             sys.stderr.write(f"fleet simulate: cannot connect to the MQTT broker at {where}\n")
             return EX_UNAVAILABLE
-        return _simulate(link, settings, members, schedule, faults, clock, seed, stop.is_set)
+        return _simulate(link, settings, members, schedule, faults, clock, seed, stop)
     finally:
         undo()
 
@@ -284,7 +284,7 @@ def _simulate(
     faults: Faults,
     clock: SystemClock,
     seed: int,
-    stopped: Callable[[], bool],
+    stop: threading.Event,
 ) -> int:
     # Generous: a backlog of QoS 1 messages drains at the broker's pace, not ours.
     flush_s = max(10.0, math.ceil(len(members) * schedule.rate_hz / 100.0))
@@ -298,9 +298,8 @@ def _simulate(
         faults=faults,
         flush_timeout_s=flush_s,
     )
-    stop_event = threading.Event()
-    with _stop_on_signals(stop_event):
-        summary = runner.run(lambda: stop_event.is_set() or stopped())
+    with _stop_on_signals(stop):
+        summary = runner.run(stop.is_set)
     sys.stdout.write(f"{summary.line()}; seed {seed}\n")
     sys.stdout.flush()
     return 0 if summary.flushed else 1

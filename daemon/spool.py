@@ -1,13 +1,15 @@
-"""The disk spool between MQTT and InfluxDB.
+"""A durable, ordered disk queue: the collector's spool and the agent's outbox.
 
-A reading is acknowledged to the broker only once it is committed here, and it
-leaves only once InfluxDB has accepted it, so neither a database outage nor a
-crash of the collector loses it. SQLite in WAL mode: the ingest thread appends
-while the writer thread reads and deletes, each on its own connection.
+In the collector a reading is acknowledged to the broker only once it is
+committed here, and it leaves only once InfluxDB has accepted it; in the agent
+a reading waits here until the broker has acknowledged it. Either way neither
+an outage nor a crash loses it. SQLite in WAL mode: one thread appends while
+another reads and deletes, each on its own connection.
 
-One row per MQTT message (its line-protocol lines joined by newlines), kept in
-arrival order by an AUTOINCREMENT id; rows only ever leave from the head, which
-keeps depth accounting to two numbers.
+One row per message (its topic, and its text: line protocol lines joined by
+newlines in the collector, a JSON payload in the agent, `n` counting its
+points), kept in arrival order by an AUTOINCREMENT id; rows only ever leave
+from the head, which keeps depth accounting to three numbers.
 """
 
 from __future__ import annotations
