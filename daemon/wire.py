@@ -58,7 +58,8 @@ class Reason(StrEnum):
     FUTURE_TS = "future_ts"
     STALE_TS = "stale_ts"
     INFLUX_REJECTED = "influx_rejected"
-    INTERNAL_ERROR = "internal_error"  # the collector failed on it: a bug, logged with its traceback
+    # The collector itself failed on the message: a bug, logged with its traceback.
+    INTERNAL_ERROR = "internal_error"
 
 
 class Rejected(Exception):

@@ -8,8 +8,8 @@ import time
 
 from daemon import wire
 from daemon.collector.ingest import Ingest
-from daemon.spool import Entry, Spool
 from daemon.mqtt import Inbound
+from daemon.spool import Entry, Spool
 from tests.harness.waiting import wait_until
 
 NOW_MS = int(time.time() * 1000)

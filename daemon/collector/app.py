@@ -17,10 +17,10 @@ from config import FleetSettings
 from daemon import wire
 from daemon.collector.ingest import Ingest
 from daemon.collector.sinks import Sink, make_sink
-from daemon.spool import Spool
 from daemon.collector.stats import StatsReporter
 from daemon.collector.writer import Backoff, Writer
 from daemon.mqtt import MqttLink
+from daemon.spool import Spool
 from daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)

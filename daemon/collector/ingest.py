@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from daemon import wire
 from daemon.collector.seqtrack import SeqTracker
-from daemon.spool import Entry, Spool
 from daemon.mqtt import Inbound
+from daemon.spool import Entry, Spool
 
 _LOG = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 from daemon import lineproto, wire
 from daemon.collector.ingest import Ingest
-from daemon.spool import Entry, Spool
 from daemon.collector.writer import Writer
+from daemon.spool import Entry, Spool
 
 _LOG = logging.getLogger(__name__)
 
