@@ -21,8 +21,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon import cli, wire
-from daemon.simulate import battery, command, geo
-from daemon.simulate.fleet import RegistryEntry, plan_fleet
+from daemon.simulate import battery, command, encode, geo
+from daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
 from daemon.simulate.model import Condition, Device, Sample
 from daemon.simulate.profiles import HANDHELD, SEGWAY
 from daemon.simulate.runner import Faults, Runner, Schedule, Summary, build_devices
@@ -30,6 +30,7 @@ from tests.harness.waiting import wait_until
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 HOUR = 3600.0
+MEMBER_HH = Member("hh-01", "allingtown", 0, "handheld", False, None)
 
 
 class FakeClock:
@@ -138,12 +139,13 @@ def test_voltage_curve_spans_a_72_volt_pack():
 
 
 def test_charge_is_the_integral_of_the_charge_rate():
-    # The closed form must agree with stepping the rate in small steps.
-    p_exact, p_steps = 10.0, 10.0
-    for _ in range(300):  # 300 x 1 min
-        p_steps += battery.charge_rate(p_steps, 45.0) / 60.0
-    p_exact = battery.charge(10.0, 5.0, 45.0)
-    assert p_exact == pytest.approx(min(p_steps, 100.0), abs=0.3)
+    # The closed form must agree with stepping the rate in small steps, all the way up.
+    p_steps = 10.0
+    for minute in range(1, 4 * 60):
+        p_steps = min(100.0, p_steps + battery.charge_rate(p_steps, 45.0) / 600.0)
+        for _ in range(9):
+            p_steps = min(100.0, p_steps + battery.charge_rate(p_steps, 45.0) / 600.0)
+        assert battery.charge(10.0, minute / 60.0, 45.0) == pytest.approx(p_steps, abs=0.2)
 
 
 # --- one device ---------------------------------------------------------------------------
@@ -194,6 +196,7 @@ def test_charging_charges_and_tapers_above_80_percent():
     d.dock(plugged=True)
     reached: dict[int, float] = {}
     gains: list[tuple[float, float]] = []
+    currents_at: list[tuple[float, float]] = []
     t = T0
     while d.pct < 100.0 and t - T0 < 5 * HOUR:
         before = d.pct
@@ -204,11 +207,18 @@ def test_charging_charges_and_tapers_above_80_percent():
             if d.pct >= mark:
                 reached.setdefault(mark, (t - T0) / HOUR)
         sample = d.read()
+        currents_at.append((sample.pct, sample.current_a))
         assert sample.charging
         assert sample.current_a > 0
         assert sample.state == ("docked" if d.pct >= 100 else "charging")
     assert 1.5 <= reached[80] <= 2.1
     assert 2.6 <= reached[100] <= 3.5, f"empty to full took {reached[100]:.1f} h"
+    currents = {round(p): c for p, c in currents_at}
+
+    def near(pct: float) -> float:
+        return currents[min(currents, key=lambda p: abs(p - pct))]
+
+    assert near(50) > 2 * near(95) > 0  # the charger backs off near full
     below = [g for p, g in gains if p < 75]
     above = [g for p, g in gains if p > 90]
     assert min(below) > 2 * max(above) > 0
@@ -226,6 +236,41 @@ def test_temperature_rises_while_charging_and_riding():
     r.start_patrol(endless=True)
     r.advance(T0 + HOUR)
     assert r.read().temp_c > battery.ambient_c(T0 + HOUR) + 3.0
+
+
+def test_a_shift_leaves_the_dock_patrols_and_comes_back_to_charge():
+    d = segway(seed=8)
+    d.pct = 100.0
+    d.dock(plugged=True, until=T0 + 600.0)
+    seen: list[str] = []
+    for k in range(1, 6 * 60):  # six hours, a reading a minute
+        d.advance(T0 + k * 60.0)
+        state = d.read().state
+        if not seen or seen[-1] != state:
+            seen.append(state)
+    # docked (full) -> idle (pre-check) -> riding with stops -> charging at the dock
+    assert seen[:3] == ["docked", "idle", "riding"]
+    assert "charging" in seen[3:]
+    assert seen.index("charging") > seen.index("riding")
+
+
+def test_handheld_in_its_cradle_reports_no_location():
+    h = handheld()
+    h.pct = 50.0
+    h.dock(plugged=True)
+    clock = FakeClock()
+    quiet = wire.Telemetry.model_validate_json(encode.reading_payload(MEMBER_HH, h.read(), T0))
+    assert quiet.location is None
+    assert quiet.battery is not None
+    assert quiet.battery.charging
+    h.start_patrol()
+    h.advance(T0 + 60.0)
+    out = decoder(clock).decode(
+        "fleet/v1/allingtown/handheld/hh-01/telemetry",
+        encode.reading_payload(MEMBER_HH, h.read(), T0 + 60.0),
+    )
+    assert out is not None
+    assert out.location is not None
 
 
 def test_unplugged_dock_does_not_charge():
@@ -495,6 +540,7 @@ def test_fault_options_parse():
 
 
 def test_start_parses_offsets_and_zoned_times():
+    assert parse("--start", "-24h").start == "-24h"  # a value, not an unknown option
     assert command.parse_start("-24h", T0) == T0 - 24 * HOUR
     assert command.parse_start("-90m", T0) == T0 - 5400
     assert command.parse_start("2027-01-15T07:00:00Z", T0) == T0 - HOUR

@@ -23,6 +23,8 @@ from types import FrameType
 from typing import Any
 
 from config import ConfigError, FleetSettings, load_settings
+from daemon.cli import EX_CONFIG
+from daemon.logs import setup_logging
 from daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
 from daemon.simulate.model import Condition
 from daemon.simulate.runner import Faults, Publisher, Runner, Schedule, SystemClock
@@ -32,6 +34,7 @@ EX_UNAVAILABLE = 69
 CONNECT_TIMEOUT_S = 10.0
 _RELATIVE_RE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NEGATIVE_VALUE_RE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(?:\.\d+)?[smhd]$")
 
 
 class UsageError(ValueError):
@@ -117,6 +120,9 @@ def add_parser(subparsers: Any) -> None:
         metavar="DEVICE",
         help="device is docked but its charger is not connected",
     )
+    # "--start -24h" must read -24h as a value, not an unknown option: argparse does
+    # that only for what it takes to be negative numbers, so widen its test.
+    p._negative_number_matcher = _NEGATIVE_VALUE_RE
     p.set_defaults(handler=run)
 
 
@@ -242,11 +248,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(problem + "\n")
-        from daemon.cli import EX_CONFIG
-
         return EX_CONFIG
-    from daemon.logs import setup_logging
-
     setup_logging(settings.log_level)
     stop = threading.Event()
     clock = SystemClock(stop)
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fleet simulate: {exc}\n")
         return EX_USAGE
 
-    from daemon.mqtt import MqttLink
+    from daemon.mqtt import MqttLink  # here: paho loads only when a run really starts
 
     link = MqttLink(settings.mqtt, client_id=f"fleet-simulator-{os.getpid()}", persistent=False)
     undo = link.start()

@@ -61,7 +61,9 @@ def telemetry(s: Sample, ts: float) -> wire.Telemetry:
                 "accuracy_m": s.accuracy_m,
                 "speed_kmh": s.speed_kmh,
                 "heading_deg": s.heading_deg,
-            },
+            }
+            if s.fix
+            else None,
             "status": {
                 "state": s.state,
                 "odometer_km": s.odometer_km,

@@ -24,7 +24,8 @@ handheld stays out on foot patrol).
 Reported state: on the charger `charging` (or `docked` when full, charging
 still true), on the dock unplugged `docked` with charging false, moving
 `riding` (a handheld only when its officer rides along, else `idle`),
-standing `idle`, `off`, `fault`.
+standing `idle`, `off`, `fault`. A handheld in its cradle has no GPS fix
+indoors and reports no location; Segway docks do report theirs.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Sample:
     temp_c: float
     charging: bool
     health_pct: float
+    fix: bool  # False: a handheld in its cradle indoors reports no location
     lat: float
     lon: float
     accuracy_m: float
@@ -207,6 +209,7 @@ class Device:
         self.ride_along = rng.random() < p.ride_along_share
         self.speed_range = p.ride_along_kmh if self.ride_along else p.speed_kmh
         self.endless = endless
+        self.until = INF
         self.patrol_end = INF if endless else self.t + rng.uniform(*p.patrol_min) * 60.0
         self.stopped_until = -INF
         self._new_leg()
@@ -400,6 +403,7 @@ class Device:
             temp_c=round(self.temp, 1),
             charging=self.plugged,
             health_pct=round(self.health, 1),
+            fix=p.segway or not self._at_station(),
             lat=round(lat, 6),
             lon=round(lon, 6),
             accuracy_m=round(accuracy, 1),

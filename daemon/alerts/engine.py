@@ -1,0 +1,342 @@
+"""The alert engine: readings, availability and ticks in, alert events out.
+
+Decisions worth knowing (see also ``lifecycle`` for flapping and silences):
+- A reading not newer than the newest one seen for its device (a replay, a
+  duplicate) changes nothing. One older than ``max_reading_age_s`` updates what is
+  known of the device but fires and resolves nothing, except that it counts as
+  "heard" for offline if it is within the offline window.
+- Charging suppresses the battery alerts (Alertmanager-like: a suppressed alert is
+  not firing); a firing one resolves when charging starts.
+- ``offline`` is judged on telemetry silence alone (availability messages are kept
+  but never fire anything: a flapping link stays quiet unless data stops for the
+  whole window). While an agent of a site is offline, offline alerts of that
+  site's telemetry devices do not fire (OwnTracks phones do not go through agents);
+  when an agent comes back, those devices get a full window to be heard again.
+- Every public call is serialised by one lock; the collector may call from its
+  MQTT thread and its tick thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+from config.alerts import AlertSettings, Limits, Rule
+from daemon.alerts import lifecycle, text
+from daemon.alerts.model import AlertEvent, AlertRecord, AlertSnapshot, Silence
+from daemon.alerts.rules import (
+    DeviceView,
+    docked,
+    geofence_at,
+    hold_ms,
+    reading_verdicts,
+    silent_too_long,
+)
+from daemon.alerts.schedule import local_hhmm
+from daemon.alerts.store import AlertStore
+from daemon.wire import Reading
+
+_LOG = logging.getLogger(__name__)
+
+AGENT_KIND = "agent"
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        *,
+        store: AlertStore | None = None,
+        site_names: Mapping[str, str] | None = None,
+        device_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self._s = settings
+        self._zone = ZoneInfo(settings.timezone)
+        self._t = lifecycle.Timing(
+            repeat_ms=round(settings.repeat_interval_s * 1000),
+            flap_ms=round(settings.flap_window * 1000),
+            shifts=settings.shift_times,
+            zone=self._zone,
+            lead_ms=settings.escalate_before_shift_min * 60_000,
+        )
+        self._store = store
+        self._site_names = dict(site_names or {})
+        self._device_names = dict(device_names or {})
+        self._lock = threading.Lock()
+        self._limits: dict[tuple[str, str], Limits] = {}
+        self._records: dict[tuple[str, str], AlertRecord] = {}
+        self._views: dict[str, DeviceView] = {}
+        self._agents: dict[tuple[str, str], bool] = {}
+        self._agent_back_ms: dict[str, int] = {}
+        self._availability: dict[str, tuple[bool, int]] = {}
+        self._silences: dict[int, Silence] = {}
+        self._dirty_views: set[str] = set()
+        self._next_silence_id = 1
+        # The first tick's time: whatever the broker queued while the collector was down
+        # arrives first, so no device is called offline for the downtime before a window.
+        self._started_ms: int | None = None
+        if store is not None:
+            self._load(store)
+
+    def _load(self, store: AlertStore) -> None:
+        for rec in store.load_records():
+            self._records[rec.key] = rec
+            if rec.rule is Rule.AGENT_DOWN and rec.phase == "firing":
+                self._agents[(rec.site, rec.device)] = False
+        self._views.update(store.load_views())
+        for silence in store.load_silences():
+            self._silences[silence.id] = silence
+        self._next_silence_id = max(self._silences, default=0) + 1
+        firing = sum(rec.phase == "firing" for rec in self._records.values())
+        _LOG.info(
+            "alert state loaded: %d alerts firing, %d devices known", firing, len(self._views)
+        )
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def observe(self, reading: Reading, now_ms: int) -> list[AlertEvent]:
+        with self._lock:
+            view = self._views.get(reading.device)
+            if view is not None and reading.ts_ms <= view.newest_ts_ms:
+                return []  # replayed or duplicate: never fires or resolves anything
+            if view is None:
+                view = self._views[reading.device] = DeviceView.of(reading)
+            else:
+                view.update(reading)
+            self._dirty_views.add(reading.device)
+            limits = self._limits_for(view.kind, reading.device)
+            events: list[AlertEvent] = []
+            touched: list[AlertRecord] = []
+            offline = self._records.get((reading.device, Rule.OFFLINE))
+            if (
+                offline is not None
+                and offline.phase == "firing"
+                and not silent_too_long(view.newest_ts_ms, now_ms, limits.offline_after_s)
+            ):
+                events.append(self._resolve(offline, None, now_ms))
+                touched.append(offline)
+            if now_ms - reading.ts_ms <= self._s.max_reading_age_s * 1000:
+                verdicts = reading_verdicts(view, limits, self._s.geofences)
+                for rule, (verdict, value) in verdicts.items():
+                    rec = self._records.get((reading.device, rule))
+                    if rec is None:
+                        if not verdict:
+                            continue
+                        rec = self._record(reading.device, rule, view.site, view.kind)
+                    todo = lifecycle.condition(rec, verdict, now_ms, hold_ms(rule, limits))
+                    if rec.phase == "firing" or rec.pending_since_ms is not None:
+                        rec.value = value
+                    touched.append(rec)
+                    if todo == "fire":
+                        events.append(self._fire(rec, value, now_ms))
+                    elif todo == "resolve":
+                        events.append(self._resolve(rec, value, now_ms))
+            # The device's view is written with any alert change, so that a restarted engine
+            # can word the messages of what it restored; otherwise it waits for the tick.
+            changed = events or any(r.pending_since_ms == now_ms for r in touched)
+            self._save(touched, [reading.device] if changed else [])
+            return events
+
+    def device_availability(
+        self, site: str, kind: str, device: str, online: bool, now_ms: int
+    ) -> list[AlertEvent]:
+        """Noted only: offline is judged on telemetry silence (see the module docstring)."""
+        with self._lock:
+            self._availability[device] = (online, now_ms)
+            return []
+
+    def agent_availability(
+        self, site: str, agent: str, online: bool, now_ms: int
+    ) -> list[AlertEvent]:
+        with self._lock:
+            was = self._agents.get((site, agent))
+            self._agents[(site, agent)] = online
+            if online and was is False:
+                self._agent_back_ms[site] = now_ms
+            rec = self._records.get((agent, Rule.AGENT_DOWN))
+            if rec is None:
+                if online:
+                    return []
+                rec = self._record(agent, Rule.AGENT_DOWN, site, AGENT_KIND)
+            hold = round(self._s.agent_down_for_s * 1000)
+            events = []
+            todo = lifecycle.condition(rec, not online, now_ms, hold)
+            if todo == "fire":
+                events.append(self._fire(rec, None, now_ms))
+            elif todo == "resolve":
+                events.append(self._resolve(rec, None, now_ms))
+            self._save([rec])
+            return events
+
+    def tick(self, now_ms: int) -> list[AlertEvent]:
+        """Offline detection, `for` hold-downs, repeats, escalation; call about every second."""
+        with self._lock:
+            if self._started_ms is None:
+                self._started_ms = now_ms
+            for sid in [sid for sid, s in self._silences.items() if s.until_ms <= now_ms]:
+                del self._silences[sid]
+                if self._store is not None:
+                    self._store.delete_silence(sid)
+            events = self._offline(now_ms)
+            for rec in list(self._records.values()):
+                if rec.phase != "firing" and lifecycle.pending_due(rec, now_ms, self._hold(rec)):
+                    events.append(self._fire(rec, rec.value, now_ms))
+                events.extend(lifecycle.tick(rec, now_ms, self._t, self._silenced(rec, now_ms)))
+            # Only firing and pending alerts change on a tick (an offline fire is firing now).
+            live = [
+                r
+                for r in self._records.values()
+                if r.phase == "firing" or r.pending_since_ms is not None
+            ]
+            self._save(live, self._dirty_views)
+            return events
+
+    def acknowledge(self, device: str, rule: str, by: str, now_ms: int) -> list[AlertEvent]:
+        """Acknowledge a firing alert: one `acknowledged` event, or none if nothing to ack."""
+        with self._lock:
+            rec = self._records.get((device, rule))
+            event = None if rec is None else lifecycle.acknowledge(rec, by)
+            if rec is None or event is None:
+                return []
+            _LOG.info("alert %s/%s acknowledged by %s", device, rule, by)
+            self._save([rec])
+            return [event]
+
+    def silence(
+        self,
+        device: str | None,
+        rule: str | None,
+        until_ms: int,
+        reason: str,
+        by: str,
+        *,
+        now_ms: int,
+    ) -> Silence:
+        """Mute notifications of matching alerts until ``until_ms`` ("in repair")."""
+        if device is None and rule is None:
+            raise ValueError("a silence names a device, a rule or both; muting all is refused")
+        if rule is not None and rule not in {str(r) for r in Rule}:
+            raise ValueError(f"unknown rule {rule!r}")
+        with self._lock:
+            sid = self._next_silence_id
+            if self._store is not None:
+                sid = self._store.add_silence(device, rule, until_ms, reason, by, now_ms)
+            self._next_silence_id = sid + 1
+            silence = Silence(sid, device, rule, until_ms, reason, by, now_ms)
+            self._silences[sid] = silence
+            return silence
+
+    def unsilence(self, silence_id: int) -> bool:
+        with self._lock:
+            if self._silences.pop(silence_id, None) is None:
+                return False
+            if self._store is not None:
+                self._store.delete_silence(silence_id)
+            return True
+
+    def silences(self, now_ms: int) -> list[Silence]:
+        with self._lock:
+            return sorted(
+                (s for s in self._silences.values() if s.until_ms > now_ms), key=lambda s: s.id
+            )
+
+    def alerts(self, *, firing_only: bool = False) -> list[AlertSnapshot]:
+        """Published alerts (firing, and resolved unless ``firing_only``)."""
+        with self._lock:
+            return [
+                rec.snapshot()
+                for rec in self._records.values()
+                if rec.phase == "firing" or (rec.phase == "resolved" and not firing_only)
+            ]
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _offline(self, now_ms: int) -> list[AlertEvent]:
+        events = []
+        down_sites = {site for (site, _), online in self._agents.items() if not online}
+        for device, view in self._views.items():
+            limits = self._limits_for(view.kind, device)
+            if Rule.OFFLINE in limits.disabled:
+                continue
+            through_agent = view.source == "telemetry"
+            heard = max(view.newest_ts_ms, self._started_ms or now_ms)
+            if through_agent:
+                heard = max(heard, self._agent_back_ms.get(view.site, heard))
+            if not silent_too_long(heard, now_ms, limits.offline_after_s):
+                continue
+            if through_agent and view.site in down_sites:
+                continue  # inhibited by agent_down: one alert, not one per device
+            rec = self._records.get((device, Rule.OFFLINE))
+            if rec is None:
+                rec = self._record(device, Rule.OFFLINE, view.site, view.kind)
+            if rec.phase != "firing":
+                events.append(self._fire(rec, None, now_ms))
+        return events
+
+    def _record(self, device: str, rule: Rule, site: str, kind: str) -> AlertRecord:
+        rec = AlertRecord(device, rule, site, kind, self._s.severity(rule))
+        self._records[rec.key] = rec
+        return rec
+
+    def _limits_for(self, kind: str, device: str) -> Limits:
+        limits = self._limits.get((kind, device))
+        if limits is None:
+            limits = self._limits[(kind, device)] = self._s.limits_for(kind, device)
+        return limits
+
+    def _hold(self, rec: AlertRecord) -> int:
+        if rec.rule is Rule.AGENT_DOWN:
+            return round(self._s.agent_down_for_s * 1000)
+        return hold_ms(rec.rule, self._limits_for(rec.kind, rec.device))
+
+    def _silenced(self, rec: AlertRecord, now_ms: int) -> bool:
+        return any(
+            s.until_ms > now_ms and s.matches(rec.device, str(rec.rule))
+            for s in self._silences.values()
+        )
+
+    def _facts(self, rec: AlertRecord, now_ms: int) -> text.Facts:
+        site = self._site_names.get(rec.site, rec.site)
+        name = self._device_names.get(rec.device)
+        view = self._views.get(rec.device) if rec.kind != AGENT_KIND else None
+        if view is None:
+            label = text.device_label(rec.kind, rec.device, name)
+            since = local_hhmm(rec.since_ms or now_ms, self._zone, now_ms)
+            return text.Facts(label, site, last_seen=since if rec.kind == AGENT_KIND else None)
+        fence = geofence_at(view, self._s.geofences)
+        return text.Facts(
+            device_label=text.device_label(rec.kind, rec.device, name),
+            site_label=site,
+            last_seen=local_hhmm(view.newest_ts_ms, self._zone, now_ms),
+            pct=view.pct,
+            charging=view.is_charging,
+            temp_c=view.temp_c,
+            state=view.state,
+            error_code=view.error_code,
+            docked=docked(view, self._s.geofences),
+            place=None if fence is None else fence.name,
+            silent_s=(now_ms - view.newest_ts_ms) / 1000,
+        )
+
+    def _fire(self, rec: AlertRecord, value: float | None, now_ms: int) -> AlertEvent:
+        message = text.fire_text(rec.rule, self._facts(rec, now_ms))
+        silenced = self._silenced(rec, now_ms)
+        event = lifecycle.fire(rec, now_ms, value, message, self._t, silenced)
+        _LOG.info("alert fires: %s (notify=%s)", message, event.notify)
+        return event
+
+    def _resolve(self, rec: AlertRecord, value: float | None, now_ms: int) -> AlertEvent:
+        message = text.resolve_text(rec.rule, self._facts(rec, now_ms))
+        event = lifecycle.resolve(rec, now_ms, value, message, self._silenced(rec, now_ms))
+        _LOG.info("alert resolves: %s (notify=%s)", message, event.notify)
+        return event
+
+    def _save(self, records: Iterable[AlertRecord], devices: Iterable[str] = ()) -> None:
+        if self._store is None:
+            self._dirty_views.clear()
+            return
+        views = {d: self._views[d] for d in devices if d in self._views}
+        self._store.save(records, views)
+        self._dirty_views.difference_update(views)

@@ -1,0 +1,442 @@
+"""Alert notification delivery: routes of apprise URLs, a bounded queue, retries per URL.
+
+The alert engine calls `Notifier.submit(route, title, body, key=...)`, which only
+enqueues and returns: ingestion never waits on a mail server or a webhook. One
+worker thread delivers through apprise (one `Apprise` object per route, built
+once, each URL tagged so it can be notified on its own). A URL that fails is
+retried alone with exponential backoff and jitter, so one dead webhook does not
+resend the mail that already went out. The queue is bounded; when full, the
+oldest pending delivery is dropped and counted.
+
+URLs carry secrets (SMTP passwords, webhook tokens). Only apprise's privacy form
+of a URL, without its query, is ever logged, and a filter on the loggers apprise
+and its HTTP client write to masks every secret taken from the configured URLs,
+at every level.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import apprise
+
+from daemon.supervisor import supervise
+
+_LOG = logging.getLogger(__name__)
+
+NOTIFY_TYPES = ("info", "success", "warning", "failure")
+
+# Loggers that can see a URL's secrets: apprise itself and the HTTP client under
+# its webhooks (urllib3 logs request paths and query strings at DEBUG).
+_SECRET_SEEING_LOGGERS = ("apprise", "urllib3.connectionpool", __name__)
+
+# Query keys whose values are addresses or knobs, not secrets (kept readable).
+_PLAIN_QUERY_KEY = re.compile(r"to|from|cc|bcc|smtp|name|method|format|mode|priority|cto|rto")
+_MASK = "****"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failed delivery to one URL is retried.
+
+    `attempts` counts every try, the first included. The n-th retry waits
+    `min(max_s, initial_s * factor ** (n - 1))`, shortened by up to `jitter`
+    (a fraction) at random so many alerts failing together do not retry in
+    lockstep. The defaults make 8 tries over roughly half an hour.
+    """
+
+    attempts: int = 8
+    initial_s: float = 20.0
+    max_s: float = 900.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if self.initial_s < 0 or self.max_s < 0 or self.factor < 1:
+            raise ValueError("initial_s and max_s must be >= 0 and factor >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be within [0, 1]")
+
+    def delay_s(self, retry: int, rng: random.Random) -> float:
+        """Pause before retry number `retry` (1 for the first retry)."""
+        nominal = min(self.max_s, self.initial_s * self.factor ** (retry - 1))
+        return nominal * (1.0 - self.jitter * rng.random())
+
+
+@dataclass
+class RouteCounters:
+    """Per route. `submitted` and `skipped` count notifications; the others count
+    deliveries (one notification to one URL)."""
+
+    submitted: int = 0
+    skipped: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+_COUNTER_NAMES = ("submitted", "skipped", "delivered", "retried", "failed", "dropped")
+
+
+class NotifyCounters:
+    """Thread-safe counters per route, read by the collector's `pipeline` reporter."""
+
+    def __init__(self, routes: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._routes: dict[str, RouteCounters] = {r: RouteCounters() for r in routes}
+
+    def add(self, route: str, name: str, n: int = 1) -> None:
+        with self._lock:
+            counters = self._routes.setdefault(route, RouteCounters())
+            setattr(counters, name, getattr(counters, name) + n)
+
+    def snapshot(self) -> dict[str, RouteCounters]:
+        with self._lock:
+            return {r: RouteCounters(**vars(c)) for r, c in self._routes.items()}
+
+    def fields(self) -> dict[str, int]:
+        """Flat `pipeline` fields: `notify_<counter>` totals and `notify_<route>_<counter>`."""
+        snap = self.snapshot()
+        out = {
+            f"notify_{name}": sum(getattr(c, name) for c in snap.values())
+            for name in _COUNTER_NAMES
+        }
+        for route, c in snap.items():
+            out.update({f"notify_{route}_{name}": getattr(c, name) for name in _COUNTER_NAMES})
+        return out
+
+
+class _Redactor(logging.Filter):
+    """Masks known secrets in records of the loggers it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            merged = set(self._secrets) | {s for s in secrets if s}
+            # Longest first, so a secret containing another is masked whole.
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break logging
+            message = str(record.msg)
+        masked = self.redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+_REDACTOR = _Redactor()
+for _name in _SECRET_SEEING_LOGGERS:
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
+def redact(text: str) -> str:
+    """`text` with every secret of every configured notification URL masked."""
+    return _REDACTOR.redact(text)
+
+
+def _token_like(part: str) -> bool:
+    has_alpha = any(c.isalpha() for c in part)
+    has_digit = any(c.isdigit() for c in part)
+    return len(part) >= 16 or (len(part) >= 8 and has_alpha and has_digit)
+
+
+def _secrets_of(url: str) -> set[str]:
+    """What in `url` may be secret: the password, token-like path parts, query values."""
+    found = {url}
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return found
+    if password:
+        found |= {password, unquote(password), quote(unquote(password), safe="")}
+    for segment in parts.path.split("/"):
+        if _token_like(unquote(segment)):
+            found |= {segment, unquote(segment)}
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
+        if not _PLAIN_QUERY_KEY.fullmatch(key.lstrip("+-:").lower()) and len(value) >= 4:
+            found |= {value, quote(value, safe="")}
+    return found
+
+
+def _url(plugin: Any, *, privacy: bool) -> str:
+    # apprise's url() is untyped; this is the one place it is called.
+    return str(plugin.url(privacy=privacy))
+
+
+def _privacy_diff(plugin: apprise.plugins.NotifyBase) -> set[str]:
+    """Parts apprise itself masks in its privacy form of the URL."""
+    split = re.compile(r"[/?&=:@#]")
+    plain = set(split.split(_url(plugin, privacy=False)))
+    private = set(split.split(_url(plugin, privacy=True)))
+    return {p for p in plain - private if len(p) >= 3}
+
+
+@dataclass(frozen=True)
+class _Target:
+    route: str
+    tag: str
+    label: str  # privacy form, query stripped: safe to log
+
+
+@dataclass
+class _Delivery:
+    seq: int
+    target: _Target
+    title: str
+    body: str
+    key: str
+    notify_type: str
+    due: float
+    tries: int = 0
+
+
+@dataclass
+class _Route:
+    apprise: apprise.Apprise
+    targets: list[_Target] = field(default_factory=list)
+
+
+class Notifier:
+    """Delivers notifications on named routes of apprise URLs from one worker thread.
+
+    `routes` maps a route name ("warning", "critical", "escalation") to its
+    apprise URLs; an empty list is valid (nothing is sent, counted as skipped).
+    An invalid URL raises ValueError here, naming the route and position but
+    never the URL. `max_pending` bounds the deliveries waiting (new or retrying).
+    `min_interval_s`, if given, replaces apprise's own per-URL throttle (5.5 s
+    between two mails through the same SMTP URL, for instance).
+    """
+
+    def __init__(
+        self,
+        routes: Mapping[str, Sequence[str]],
+        *,
+        retry: RetryPolicy | None = None,
+        max_pending: int = 1000,
+        min_interval_s: float | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.retry = retry or RetryPolicy()
+        self.max_pending = max_pending
+        self.counters = NotifyCounters(routes)
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._pending: dict[int, _Delivery] = {}
+        self._seq = 0
+        self._stopping = False
+        self._busy = False
+        self._unknown_routes: set[str] = set()
+        with warnings.catch_warnings():
+            # The first URL parsed loads every apprise plugin; the e-mail one
+            # imports the deprecated `imghdr` (for PGPy), whose warning must not
+            # become an error where warnings are errors (the test suite).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._routes = {
+                name: self._build_route(name, urls, min_interval_s) for name, urls in routes.items()
+            }
+
+    @staticmethod
+    def _build_route(name: str, urls: Sequence[str], min_interval_s: float | None) -> _Route:
+        for url in urls:
+            _REDACTOR.add(_secrets_of(url))
+        # Not async: one URL is notified at a time, so apprise need not fan out to its pool.
+        route = _Route(apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False)))
+        for index, url in enumerate(urls):
+            tag = f"url{index}"
+            if not route.apprise.add(url, tag=tag):
+                scheme = url.split("://", 1)[0] if "://" in url else "?"
+                raise ValueError(
+                    f"route {name!r}: URL #{index + 1} (scheme {scheme!r}) is not a valid apprise URL"
+                )
+            plugin = route.apprise[index]
+            _REDACTOR.add(_privacy_diff(plugin))
+            if min_interval_s is not None:
+                plugin.request_rate_per_sec = min_interval_s
+            label = redact(_url(plugin, privacy=True).split("?", 1)[0])
+            route.targets.append(_Target(name, tag, label))
+        return route
+
+    def routes(self) -> dict[str, list[str]]:
+        """Route name -> the loggable (privacy) form of each of its URLs."""
+        return {name: [t.label for t in r.targets] for name, r in self._routes.items()}
+
+    def pending(self) -> int:
+        """Deliveries waiting (first try or retry), not counting one in progress."""
+        with self._cond:
+            return len(self._pending)
+
+    def idle(self) -> bool:
+        """Nothing pending and nothing being delivered."""
+        with self._cond:
+            return not self._pending and not self._busy
+
+    def submit(
+        self, route: str, title: str, body: str, *, key: str, notify_type: str = "info"
+    ) -> None:
+        """Enqueue one notification to every URL of `route`; never blocks on delivery.
+
+        `key` names the alert (e.g. "sw-03/battery_critical") in logs.
+        `notify_type` is apprise's: info, success, warning or failure.
+        """
+        if notify_type not in NOTIFY_TYPES:
+            raise ValueError(f"notify_type must be one of {NOTIFY_TYPES}, not {notify_type!r}")
+        found = self._routes.get(route)
+        if found is None:
+            self.counters.add(route, "skipped")
+            if route not in self._unknown_routes:
+                self._unknown_routes.add(route)
+                _LOG.warning("no notification route %r; %s not sent", route, key)
+            return
+        self.counters.add(route, "submitted")
+        if not found.targets:
+            self.counters.add(route, "skipped")
+            _LOG.debug("route %r has no URLs; %s not sent", route, key)
+            return
+        now = self._clock()
+        with self._cond:
+            for target in found.targets:
+                self._seq += 1
+                self._pending[self._seq] = _Delivery(
+                    self._seq, target, title, body or title, key, notify_type, now
+                )
+            dropped = self._drop_oldest_locked()
+            self._cond.notify_all()
+        self._count_dropped(dropped, f"notification queue full ({self.max_pending})")
+
+    def _drop_oldest_locked(self) -> list[_Delivery]:
+        dropped = []
+        while len(self._pending) > self.max_pending:
+            # Oldest by submission: a long-retrying delivery goes before a fresh one.
+            dropped.append(self._pending.pop(min(self._pending)))
+        return dropped
+
+    def _count_dropped(self, dropped: Iterable[_Delivery], why: str) -> None:
+        for d in dropped:
+            self.counters.add(d.target.route, "dropped")
+            _LOG.warning("%s: dropped %s to %s (%d tries)", why, d.key, d.target.label, d.tries)
+
+    def start(self) -> Callable[[float], bool]:
+        """Start the worker; returns its undo: stop(timeout) -> joined in time.
+
+        Deliveries still pending at stop are dropped (counted and logged).
+        """
+        with self._cond:
+            self._stopping = False
+        undo = supervise("notify", self._work)
+
+        def stop(timeout: float = 30.0) -> bool:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            joined = undo(timeout)
+            with self._cond:
+                left = list(self._pending.values())
+                self._pending.clear()
+            self._count_dropped(left, "notifier stopped")
+            return joined
+
+        return stop
+
+    def _work(self, stop: threading.Event) -> None:
+        while True:
+            with self._cond:
+                delivery = self._next_due_locked(stop)
+                if delivery is None:
+                    return
+                self._busy = True
+            try:
+                ok = self._deliver(delivery)
+            finally:
+                with self._cond:
+                    self._busy = False
+            self._settle(delivery, ok)
+
+    def _next_due_locked(self, stop: threading.Event) -> _Delivery | None:
+        """Wait for the earliest due delivery and take it; None when stopping."""
+        while not (self._stopping or stop.is_set()):
+            if not self._pending:
+                self._cond.wait()
+                continue
+            first = min(self._pending.values(), key=lambda d: d.due)
+            wait = first.due - self._clock()
+            if wait > 0:
+                self._cond.wait(wait)
+                continue
+            return self._pending.pop(first.seq)
+        return None
+
+    def _deliver(self, d: _Delivery) -> bool:
+        d.tries += 1
+        try:
+            result = self._routes[d.target.route].apprise.notify(
+                body=d.body, title=d.title, notify_type=d.notify_type, tag=d.target.tag
+            )
+        except Exception as exc:  # noqa: BLE001 - a plugin bug is one failed try, not a dead worker
+            _LOG.warning("%s to %s: %s", d.key, d.target.label, redact(repr(exc)))
+            return False
+        return bool(result)
+
+    def _settle(self, d: _Delivery, ok: bool) -> None:
+        route = d.target.route
+        if ok:
+            self.counters.add(route, "delivered")
+            log = _LOG.info if d.tries > 1 else _LOG.debug
+            log("%s delivered to %s (try %d)", d.key, d.target.label, d.tries)
+            return
+        if d.tries >= self.retry.attempts:
+            self.counters.add(route, "failed")
+            _LOG.error("%s to %s failed %d times; giving up", d.key, d.target.label, d.tries)
+            return
+        delay = self.retry.delay_s(d.tries, self._rng)
+        d.due = self._clock() + delay
+        self.counters.add(route, "retried")
+        _LOG.warning(
+            "%s to %s failed (try %d of %d); retrying in %.1f s",
+            d.key,
+            d.target.label,
+            d.tries,
+            self.retry.attempts,
+            delay,
+        )
+        with self._cond:
+            # Even when stopping: stop() counts what is left as dropped.
+            self._pending[d.seq] = d
+            dropped = self._drop_oldest_locked()
+        self._count_dropped(dropped, f"notification queue full ({self.max_pending})")

@@ -1,0 +1,167 @@
+"""Alert state on disk (SQLite): alert records, what is known of devices, silences.
+
+Active alerts must survive a collector restart: otherwise a restart re-fires
+what already fired and never sends the resolve of what was firing (Alertmanager's
+best-known complaint). Each record is one JSON row; only rows that changed since
+they were last written are written again, in one transaction per engine call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import operator
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from config.alerts import Rule, Severity
+from daemon.alerts.model import AlertRecord, Silence
+from daemon.alerts.rules import DeviceView
+
+_LOG = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert (
+    device TEXT NOT NULL,
+    rule   TEXT NOT NULL,
+    doc    TEXT NOT NULL,
+    PRIMARY KEY (device, rule)
+);
+CREATE TABLE IF NOT EXISTS device (
+    device TEXT PRIMARY KEY,
+    doc    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS silence (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    device     TEXT,
+    rule       TEXT,
+    until_ms   INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"""
+
+
+_GETTERS: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
+
+
+def _values(obj: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """Field names and values of a flat dataclass of plain values, cheaply (no deep copy)."""
+    cls = type(obj)
+    if cls not in _GETTERS:
+        names = tuple(f.name for f in dataclasses.fields(obj))
+        _GETTERS[cls] = names, operator.attrgetter(*names)
+    names, getter = _GETTERS[cls]
+    return names, getter(obj)
+
+
+def _doc(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    return json.dumps(dict(zip(names, values, strict=True)), separators=(",", ":"))
+
+
+class AlertStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        # The engine serialises its calls; the lock only guards against a second user.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        # What each row last held, to write only what changed (compared as value tuples).
+        self._written: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def load_records(self) -> list[AlertRecord]:
+        records = []
+        with self._lock:
+            rows = self._db.execute("SELECT device, rule, doc FROM alert").fetchall()
+        for device, rule, doc in rows:
+            try:
+                data = json.loads(doc)
+                data["rule"], data["severity"] = Rule(data["rule"]), Severity(data["severity"])
+                records.append(AlertRecord(**data))
+            except (ValueError, TypeError, KeyError):
+                _LOG.warning(
+                    "alert state of %s/%s in %s is unreadable; dropped", device, rule, self._path
+                )
+                continue
+            self._written[("a", f"{device}/{rule}")] = _values(records[-1])[1]
+        return records
+
+    def load_views(self) -> dict[str, DeviceView]:
+        views = {}
+        with self._lock:
+            rows = self._db.execute("SELECT device, doc FROM device").fetchall()
+        for device, doc in rows:
+            try:
+                views[device] = DeviceView(**json.loads(doc))
+            except (ValueError, TypeError):
+                _LOG.warning("device state of %s in %s is unreadable; dropped", device, self._path)
+                continue
+            self._written[("d", device)] = _values(views[device])[1]
+        return views
+
+    def load_silences(self) -> list[Silence]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, device, rule, until_ms, reason, by, created_ms FROM silence"
+            ).fetchall()
+        return [Silence(*row) for row in rows]
+
+    def save(self, records: Iterable[AlertRecord], views: Mapping[str, DeviceView]) -> None:
+        """Write the records and views that changed since they were last written."""
+        rows: list[tuple[str, tuple[str, ...]]] = []
+        changed: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for rec in records:
+            if rec.phase == "inactive" and rec.pending_since_ms is None:
+                continue  # nothing worth keeping yet
+            names, values = _values(rec)
+            key = ("a", f"{rec.device}/{rec.rule}")
+            if self._written.get(key) != values:
+                sql = "INSERT OR REPLACE INTO alert VALUES (?, ?, ?)"
+                rows.append((sql, (rec.device, str(rec.rule), _doc(names, values))))
+                changed[key] = values
+        for device, view in views.items():
+            names, values = _values(view)
+            if self._written.get(("d", device)) != values:
+                sql = "INSERT OR REPLACE INTO device VALUES (?, ?)"
+                rows.append((sql, (device, _doc(names, values))))
+                changed[("d", device)] = values
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for sql, args in rows:
+                    self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._written.update(changed)
+
+    def add_silence(
+        self, device: str | None, rule: str | None, until_ms: int, reason: str, by: str, now_ms: int
+    ) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO silence (device, rule, until_ms, reason, by, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (device, rule, until_ms, reason, by, now_ms),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def delete_silence(self, silence_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM silence WHERE id = ?", (silence_id,))

@@ -1,0 +1,203 @@
+"""`ninebot_ble` through bleak's public `backend=` hook, with scooters that speak real NUS bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle, NinebotBleConfig
+from drivers.readings import State
+from tests.drivers.emulators.ninebot import ScooterState
+from tests.drivers.emulators.ninebot_ble import Air
+from tests.drivers.emulators.recording import RecordingSink, until
+
+DEVICE = "seg-ble-3"
+ADDRESS = "D4:3D:7E:12:34:56"
+
+
+def config(**kw) -> NinebotBleConfig:
+    base = {
+        "device": DEVICE,
+        "address": ADDRESS.lower(),
+        "poll_interval_s": 0.05,
+        "response_timeout_s": 0.1,
+        "offline_after_misses": 2,
+        "scan_timeout_s": 0.3,
+        "reconnect_backoff_s": 0.1,
+        "reconnect_backoff_max_s": 0.4,
+        "encrypted_backoff_s": 0.1,
+        "encrypted_backoff_max_s": 0.4,
+    }
+    base.update(kw)
+    return NinebotBleConfig.model_validate(base)
+
+
+@contextlib.asynccontextmanager
+async def running(air: Air, sink: RecordingSink, **kw) -> AsyncIterator[NinebotBle]:
+    driver = NinebotBle(
+        config(**kw),
+        clock=lambda: 1_700_000_000_000,
+        scanner_backend=air.scanner_backend,
+        client_backend=air.client_backend,
+    )
+    task = asyncio.create_task(driver.run(sink))
+    try:
+        yield driver
+        assert not task.done(), "the driver must only end when cancelled"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_readings_over_chunked_notifications():
+    air = Air()
+    sc = air.add(ADDRESS)
+    sink = RecordingSink()
+    async with running(air, sink):
+        await until(lambda: len(sink.readings) >= 2, message="readings")
+    r = sink.readings[-1]
+    assert r.device == DEVICE
+    assert r.battery is not None
+    assert r.status is not None
+    assert r.battery.pct == 86
+    assert r.battery.voltage_v == pytest.approx(38.47)
+    assert r.status.odometer_km == pytest.approx(1234.567)
+    assert r.status.firmware == "1.3.9"
+    assert r.status.rssi_dbm == -61  # from the advert the scan matched
+    assert r.status.state is State.RIDING
+    assert sink.availability_log == [(DEVICE, True, "")]
+    assert sink.adverts > 0  # feeds the agent's BLE liveness watchdog
+    assert sc.emulator.writes() == []
+    assert 0 < sc.max_write_len <= 20
+
+
+async def test_xiaomi_over_ble():
+    air = Air()
+    sc = air.add(ADDRESS, ScooterState(model="m365", speed_kmh=-1.5), name="MIScooter5678")
+    sink = RecordingSink()
+    async with running(air, sink, model="m365"):
+        await until(lambda: sink.readings, message="readings")
+    assert sink.readings[-1].status is not None
+    assert sink.readings[-1].status.state is State.RIDING
+    assert {r.cmd for r in sc.emulator.requests} == {0x01}
+
+
+async def test_disconnect_then_reconnect_after_backoff():
+    air = Air()
+    sc = air.add(ADDRESS)
+    sink = RecordingSink()
+    async with running(air, sink, reconnect_backoff_s=0.2):
+        await until(lambda: sink.online(DEVICE) is True, message="online")
+        sc.drop()
+        await until(lambda: sink.online(DEVICE) is False, message="offline after drop")
+        assert sink.availability_log[-1][2] == "disconnected"
+        count = len(sink.readings)
+        await until(lambda: sink.online(DEVICE) is True, message="online again")
+        await until(lambda: len(sink.readings) > count, message="readings resume")
+    assert sc.connections == 2
+    assert sc.attempts[1] - sc.attempts[0] >= 0.2  # waited the backoff, no instant retry
+
+
+async def test_failed_connects_back_off_exponentially():
+    air = Air()
+    sc = air.add(ADDRESS, refuse_connect=True)
+    sink = RecordingSink()
+    async with running(air, sink, reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.2):
+        await until(lambda: len(sc.attempts) >= 5, within=5, message="retries")
+        assert sink.online(DEVICE) is False
+        assert "BLE error" in sink.availability_log[-1][2]
+        sc.refuse_connect = False
+        await until(lambda: sink.online(DEVICE) is True, within=5, message="connects at last")
+    gaps = [b - a for a, b in itertools.pairwise(sc.attempts[:5])]
+    assert gaps[0] >= 0.05
+    assert gaps[2] >= 0.19  # 0.05, 0.1, 0.2 (cap), ...: growing, never a tight loop
+    # one offline report for the whole outage, not one per attempt
+    assert [o for _, o, _ in sink.availability_log] == [False, True]
+
+
+async def test_scooter_out_of_range_goes_offline_and_is_found_again():
+    air = Air()
+    sc = air.add(ADDRESS)
+    sink = RecordingSink()
+    async with running(air, sink):
+        await until(lambda: sink.online(DEVICE) is True, message="online")
+        sc.advertising = False
+        sc.drop()
+        await until(
+            lambda: sink.online(DEVICE) is False and "not seen" in sink.availability_log[-1][2],
+            message="not seen",
+        )
+        sc.advertising = True
+        await until(lambda: sink.online(DEVICE) is True, message="found again")
+
+
+async def test_silent_scooter_is_reported_and_reconnected():
+    air = Air()
+    sc = air.add(ADDRESS)
+    sc.emulator.silent = True
+    sink = RecordingSink()
+    async with running(air, sink):
+        await until(lambda: sink.online(DEVICE) is False, message="offline")
+        assert "no reply" in sink.availability_log[-1][2]
+        sc.emulator.silent = False
+        await until(lambda: sink.online(DEVICE) is True, message="online")
+
+
+async def test_encrypted_scooter_offline_with_clear_detail_logged_once_bounded(caplog):
+    air = Air()
+    sc = air.add(ADDRESS, encrypted=True)
+    sink = RecordingSink()
+    caplog.set_level(logging.DEBUG, logger="drivers.ninebot.ble")
+    async with running(air, sink, encrypted_backoff_s=0.1, encrypted_backoff_max_s=0.2):
+        await until(lambda: sink.online(DEVICE) is False, message="offline")
+        assert sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await until(lambda: len(sc.attempts) >= 4, within=5, message="re-probes")
+        elapsed = loop.time() - start
+    assert sink.readings == []
+    assert all(not online for _, online, _ in sink.availability_log)
+    # backoff 0.1, 0.2, 0.2 ...: a handful of probes, not a spin
+    gaps = [b - a for a, b in itertools.pairwise(sc.attempts)]
+    assert min(gaps) >= 0.1
+    assert elapsed >= 0.3
+    warnings = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "encrypted" in r.message
+    ]
+    assert len(warnings) == 1
+    assert "use the serial link" in warnings[0].message
+    # the same availability is not repeated on every probe
+    assert sink.availability_log.count((DEVICE, False, ENCRYPTED_DETAIL)) == 1
+
+
+async def test_scooter_that_turns_encrypted_after_a_firmware_update():
+    air = Air()
+    sc = air.add(ADDRESS)
+    sink = RecordingSink()
+    async with running(air, sink):
+        await until(lambda: sink.online(DEVICE) is True, message="online")
+        sc.encrypted = True
+        await until(
+            lambda: sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL),
+            message="encrypted",
+        )
+
+
+async def test_no_bluetooth_stack_is_reported_not_raised():
+    # The real platform backend on a machine without Bluetooth / D-Bus.
+    sink = RecordingSink()
+    driver = NinebotBle(config(reconnect_backoff_s=0.05, scan_timeout_s=0.2))
+    task = asyncio.create_task(driver.run(sink))
+    try:
+        await until(lambda: sink.online(DEVICE) is False, within=5, message="offline")
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
