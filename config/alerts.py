@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from config.base import IdStr, KindStr, Loc, StrictModel, raise_problems
@@ -190,6 +190,46 @@ class Geofence(StrictModel):
     radius_m: float = Field(gt=0, le=100_000, description="Radius in metres.")
 
 
+class NotifySettings(StrictModel):
+    """Where people are told, through apprise URLs (mailto://, json://, ntfy://, ...)."""
+
+    warning: list[SecretStr] = Field(
+        default_factory=list,
+        description="apprise URLs notified of warning alerts (fire, resolve, repeat). URLs "
+        "carry passwords and tokens: they are secrets and are never printed.",
+    )
+    critical: list[SecretStr] = Field(
+        default_factory=list, description="apprise URLs notified of critical alerts."
+    )
+    escalation: list[SecretStr] = Field(
+        default_factory=list,
+        description="apprise URLs told when an unacknowledged critical alert escalates "
+        "before the next shift (e.g. the shift supervisor).",
+    )
+    attempts: int = Field(
+        default=8, ge=1, le=50, description="Tries per URL before a delivery counts as failed."
+    )
+    retry_initial_s: float = Field(
+        default=20.0, gt=0, le=3600, description="First retry delay (s); doubles per retry."
+    )
+    retry_max_s: float = Field(
+        default=900.0, gt=0, le=_DAY_S, description="Longest retry delay (s)."
+    )
+    max_pending: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Deliveries waiting at most; beyond it the oldest is dropped and counted.",
+    )
+
+    def routes(self) -> dict[str, list[str]]:
+        return {
+            "warning": [u.get_secret_value() for u in self.warning],
+            "critical": [u.get_secret_value() for u in self.critical],
+            "escalation": [u.get_secret_value() for u in self.escalation],
+        }
+
+
 class AlertSettings(StrictModel):
     """The alert engine inside the collector."""
 
@@ -258,6 +298,9 @@ class AlertSettings(StrictModel):
     geofences: list[Geofence] = Field(
         default_factory=list,
         description="Sub-station circles: a device inside one of its site's circles is docked.",
+    )
+    notify: NotifySettings = Field(
+        default_factory=NotifySettings, description="Notification routes by severity."
     )
 
     @field_validator("timezone")

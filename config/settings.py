@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from config.agent import AgentSettings
+from config.alerts import AlertSettings
 from config.base import KindStr, Loc, raise_problems
 from config.collector import CollectorSettings, HttpSettings, SpoolSettings
 from config.devices import DeviceConfig, SiteSettings
@@ -37,7 +39,7 @@ def _upper(value: Any) -> Any:
 
 
 class FleetSettings(BaseSettings):
-    """Configuration of the collector (and of the tools that share its settings)."""
+    """Configuration of the collector, the agent and the tools that share their settings."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -73,6 +75,14 @@ class FleetSettings(BaseSettings):
     )
     collector: CollectorSettings = Field(
         default_factory=CollectorSettings, description="Limits of the collector's ingest path."
+    )
+    agent: AgentSettings = Field(
+        default_factory=AgentSettings,
+        description="The agent (`fleet agent`): its drivers, outbox and supervision.",
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="The collector's alert engine: rules, repeats, shifts, notification routes.",
     )
     devices: list[DeviceConfig] = Field(
         default_factory=list,

@@ -148,6 +148,48 @@ def deadletter_topic(prefix: str, site: str) -> str:
     return f"{_site(prefix, site)}/deadletter"
 
 
+def alert_ack_topic(prefix: str, site: str, device: str, rule: str) -> str:
+    """Publish a name here (or JSON {"by": name}) to acknowledge a firing alert."""
+    return alert_topic(prefix, site, device, rule) + "/ack"
+
+
+def owntracks_topic(user: str, device: str) -> str:
+    return f"owntracks/{user}/{device}"
+
+
+def control_subscriptions(prefix: str) -> list[str]:
+    """What the collector hears besides readings: availability (devices and agents), acks."""
+    head = f"{_check_prefix(prefix)}/{VERSION}"
+    return [f"{head}/+/+/+/availability", f"{head}/+/alerts/+/+/ack"]
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message's topic: a device's or agent's availability, or an alert ack."""
+
+    what: Literal["availability", "agent", "ack"]
+    site: str
+    kind: str  # the device kind, "agent", or "alerts"
+    id: str  # device or agent id
+    rule: str = ""
+
+
+def parse_control(prefix: str, topic: str) -> Control | None:
+    """The control topic's parts, or None when `topic` is not a valid control topic."""
+    head = f"{prefix}/{VERSION}/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if any(_id_problem(p) is not None for p in parts):
+        return None
+    if len(parts) == 4 and parts[3] == "availability":
+        site, kind, ident = parts[:3]
+        return Control("agent" if kind == "agent" else "availability", site, kind, ident)
+    if len(parts) == 5 and parts[1] == "alerts" and parts[4] == "ack":
+        return Control("ack", parts[0], "alerts", parts[2], parts[3])
+    return None
+
+
 def subscriptions(prefix: str) -> list[str]:
     """What the collector subscribes to: device telemetry and OwnTracks phones."""
     return [f"{_check_prefix(prefix)}/{VERSION}/+/+/+/telemetry", "owntracks/+/+"]
@@ -533,6 +575,28 @@ def reading_lines(r: Reading) -> list[str]:
             prefix = _prefix(measurement, r.site, r.kind, r.device)
             lines.append(format_line(prefix, fields, r.ts_ms))
     return lines
+
+
+def alert_line(
+    *,
+    site: str,
+    kind: str,
+    device: str,
+    rule: str,
+    severity: str,
+    state: str,
+    value: float | None,
+    message: str,
+    ts_ms: int,
+) -> str:
+    """The `alert` measurement: one point per alert event (fire, resolve, repeat, ...)."""
+    tags = {"site": site, "kind": kind, "device": device, "rule": rule, "severity": severity}
+    fields: list[tuple[str, FieldValue | None]] = [
+        ("message", message),
+        ("state", state),
+        ("value", None if value is None else float(value)),
+    ]
+    return format_line(series_key("alert", tags), fields, ts_ms)
 
 
 def deadletter_payload(

@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 from config import FleetSettings
 from daemon import wire
+from daemon.collector.alerting import AlertService
 from daemon.collector.ingest import Ingest
 from daemon.collector.sinks import Sink, make_sink
 from daemon.collector.stats import StatsReporter
 from daemon.collector.writer import Backoff, Writer
-from daemon.mqtt import MqttLink
+from daemon.mqtt import Inbound, MqttLink
 from daemon.spool import Spool
 from daemon.supervisor import supervise
 
@@ -48,19 +49,27 @@ def make_decoder(settings: FleetSettings, now_ms: Callable[[], int] = _now_ms) -
 
 
 class Collector:
-    def __init__(self, settings: FleetSettings, *, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        settings: FleetSettings,
+        *,
+        sink: Sink | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
         self.settings = settings
         self._prefix = settings.mqtt.topic_prefix
+        self._clock_ms = clock_ms
         self.stopped = threading.Event()  # set when a part gave up: the process should exit
         self.spool = Spool(
             settings.spool.path, max_bytes=settings.spool.max_bytes, fsync=settings.spool.fsync
         )
         self.sink = sink if sink is not None else make_sink(settings.influx)
+        alerting = settings.alerts.enabled
+        subscriptions = wire.subscriptions(self._prefix)
+        if alerting:
+            subscriptions += wire.control_subscriptions(self._prefix)
         self.link = MqttLink(
-            settings.mqtt,
-            persistent=True,
-            subscriptions=wire.subscriptions(self._prefix),
-            manual_ack=True,
+            settings.mqtt, persistent=True, subscriptions=subscriptions, manual_ack=True
         )
         influx = settings.influx
         self.writer = Writer(
@@ -72,14 +81,27 @@ class Collector:
             on_rejected=self._dead_letter_line,
             oldest_allowed_ms=self._oldest_allowed_ms,
         )
+        self.alerts: AlertService | None = None
+        if alerting:
+            self.alerts = AlertService(
+                settings,
+                spool=self.spool,
+                publish=lambda topic, payload, retain: self.link.publish(
+                    topic, payload, qos=1, retain=retain
+                ),
+                on_spooled=self.writer.notify,
+                clock_ms=clock_ms,
+            )
         self.ingest = Ingest(
-            decoder=make_decoder(settings),
+            decoder=make_decoder(settings, clock_ms),
             spool=self.spool,
             publish=self.link.publish,
             ack=self.link.ack,
             deadletter_topic=self._deadletter_topic,
             on_spooled=self.writer.notify,
             batch_max=settings.collector.ingest_batch_max,
+            on_control=self._control if self.alerts is not None else None,
+            on_readings=self._observe if self.alerts is not None else None,
         )
         self.link.set_message_sink(self.ingest.put)
         self.stats = StatsReporter(
@@ -89,11 +111,36 @@ class Collector:
             writer=self.writer,
             spool=self.spool,
             interval_s=settings.collector.stats_interval_s,
+            extra_fields=self._alert_fields,
         )
+
+    def _control(self, message: Inbound) -> bool:
+        control = wire.parse_control(self._prefix, message.topic)
+        if control is None or self.alerts is None:
+            return False
+        self.alerts.control(control, message.payload)
+        return True
+
+    def _observe(self, readings: list[wire.Reading]) -> None:
+        assert self.alerts is not None
+        for reading in readings:
+            self.alerts.observe(reading)
+
+    def _alert_fields(self) -> dict[str, int]:
+        if self.alerts is None:
+            return {}
+        c = self.alerts.counters
+        return {
+            "alert_events": c.events,
+            "alert_notified": c.notified,
+            "alert_acks": c.acks,
+            "alert_bad_control": c.bad_control,
+            **self.alerts.notifier.counters.fields(),
+        }
 
     def _oldest_allowed_ms(self) -> int | None:
         retention = self.settings.influx.retention_seconds
-        return None if retention is None else _now_ms() - int(retention * 1000)
+        return None if retention is None else self._clock_ms() - int(retention * 1000)
 
     def _deadletter_topic(self, source_topic: str) -> str:
         """The dead-letter topic of the message's own site when its topic names a valid one."""
@@ -122,6 +169,7 @@ class Collector:
         stop_writer = part("writer", self.writer.run)
         stop_ingest = part("ingest", self.ingest.run)
         stop_stats = part("stats", self.stats.run)
+        stop_alerts = part("alerts", self.alerts.run) if self.alerts is not None else None
         stop_link = self.link.start()
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
@@ -134,6 +182,8 @@ class Collector:
         def undo() -> None:
             _LOG.info("collector stopping")
             stop_ingest(30.0)  # no more acks: what is not spooled is redelivered later
+            if stop_alerts is not None:
+                stop_alerts(10.0)  # its last events still go out on the link
             stop_link()
             stop_stats(5.0)
             self.stats.report()  # the last counters, so the history ends where we stopped

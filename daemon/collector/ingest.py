@@ -53,6 +53,8 @@ class Ingest:
         deadletter_topic: Callable[[str], str],
         on_spooled: Callable[[], None],
         batch_max: int,
+        on_control: Callable[[Inbound], bool] | None = None,
+        on_readings: Callable[[list[wire.Reading]], None] | None = None,
     ) -> None:
         self._decoder = decoder
         self._spool = spool
@@ -61,6 +63,10 @@ class Ingest:
         self._deadletter_topic = deadletter_topic
         self._on_spooled = on_spooled
         self._batch_max = batch_max
+        # Availability and acknowledgement messages: consumed (True) by the alert service.
+        self._on_control = on_control
+        # Readings once on disk: the alert engine's input.
+        self._on_readings = on_readings
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self.counters = IngestCounters()
         self.seq = SeqTracker()
@@ -95,7 +101,10 @@ class Ingest:
         dead: list[tuple[str, bytes]] = []
         c = self.counters
         now_ms = int(time.time() * 1000)
+        readings: list[wire.Reading] = []
         for message in batch:
+            if self._on_control is not None and self._on_control(message):
+                continue
             c.received += 1
             try:
                 reading = self._decoder.decode(message.topic, message.payload)
@@ -113,6 +122,7 @@ class Ingest:
                 else:
                     c.accepted += 1
                     self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
+                    readings.append(reading)
                     entries.append(Entry(message.topic, "\n".join(lines), len(lines)))
                 continue
             c.rejected[reason] += 1
@@ -130,6 +140,8 @@ class Ingest:
         c.spooled += len(entries)
         if entries:
             self._on_spooled()
+        if readings and self._on_readings is not None:
+            self._on_readings(readings)
 
     def _commit(self, entries: list[Entry], stop: threading.Event) -> bool:
         """Commit to the spool, waiting (not dropping) while it is full or failing."""

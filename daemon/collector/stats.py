@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from daemon import lineproto, wire
 from daemon.collector.ingest import Ingest
@@ -43,6 +43,7 @@ class StatsReporter:
         spool: Spool,
         interval_s: float,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        extra_fields: Callable[[], Mapping[str, lineproto.FieldValue]] = dict,
     ) -> None:
         self._tags = {"site": site, "instance": instance}
         self._ingest = ingest
@@ -50,6 +51,7 @@ class StatsReporter:
         self._spool = spool
         self._interval_s = interval_s
         self._clock_ms = clock_ms
+        self._extra_fields = extra_fields  # counters of other parts (alerts, notifications)
         self._started = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
@@ -83,6 +85,7 @@ class StatsReporter:
             "seq_duplicates": self._ingest.seq.duplicates,
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
+        fields.update(self._extra_fields())
         for reason in wire.Reason:
             fields[f"rejected_{reason.value}"] = i.rejected.get(reason, 0)
         if write_ms:

@@ -26,9 +26,13 @@ def write_config(
     influx: InfluxServer,
     database: str,
     extra: str = "",
+    alerts: str = "",
     client_id: str | None = None,
 ) -> Path:
-    """A TOML config for a collector on the test servers; `extra` appends sections."""
+    """A TOML config for a collector on the test servers.
+
+    `alerts` adds keys to the [alerts] table; `extra` appends whole sections.
+    """
     path = tmp_path / f"fleet-{next(_ids)}.toml"
     path.write_text(
         f"""
@@ -56,6 +60,10 @@ path = "{tmp_path / "spool.sqlite"}"
 
 [collector]
 stats_interval_s = 1.0
+
+[alerts]
+state_path = "{tmp_path / "alerts.sqlite"}"
+{alerts}
 {extra}
 """
     )

@@ -1,0 +1,212 @@
+"""The alert engine inside the collector, on a thread of its own.
+
+Ingest hands over every reading it has spooled, and every availability or
+acknowledgement message; nothing here can slow ingestion down (the engine may
+fsync its state, a notification may wait on a mail server). Each event the
+engine decides is published three ways: the retained alert topic, the `alert`
+measurement (through the spool, like readings) and, when it is meant for
+people, a notification on the route of its severity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config import FleetSettings
+from daemon import wire
+from daemon.alerts.engine import AlertEngine
+from daemon.alerts.model import Action, AlertEvent
+from daemon.alerts.notify import Notifier, RetryPolicy
+from daemon.alerts.store import AlertStore
+from daemon.alerts.text import alert_json
+from daemon.spool import Entry, Spool
+
+_LOG = logging.getLogger(__name__)
+
+SPOOL_TOPIC = "$alert"  # the "source topic" of alert points in the spool
+TICK_S = 1.0
+
+Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
+
+_NOTIFY_TYPE = {
+    (Action.FIRE, "critical"): "failure",
+    (Action.REPEAT, "critical"): "failure",
+    (Action.ESCALATE, "critical"): "failure",
+    (Action.FIRE, "warning"): "warning",
+    (Action.REPEAT, "warning"): "warning",
+    (Action.RESOLVE, "critical"): "success",
+    (Action.RESOLVE, "warning"): "success",
+}
+_TITLE = {
+    Action.FIRE: "{severity}",
+    Action.REPEAT: "still {severity}",
+    Action.ESCALATE: "ESCALATED, unacknowledged {severity}",
+    Action.RESOLVE: "resolved",
+    Action.ACKNOWLEDGED: "acknowledged",
+}
+
+
+@dataclass
+class AlertCounters:
+    """Owned by the alert thread; the stats reporter only reads them."""
+
+    events: int = 0
+    notified: int = 0
+    acks: int = 0
+    bad_control: int = 0
+
+
+class AlertService:
+    def __init__(
+        self,
+        settings: FleetSettings,
+        *,
+        spool: Spool,
+        publish: Publish,
+        on_spooled: Callable[[], None],
+        clock_ms: Callable[[], int],
+        notifier: Notifier | None = None,
+    ) -> None:
+        alerts = settings.alerts
+        self._prefix = settings.mqtt.topic_prefix
+        self._spool = spool
+        self._publish = publish
+        self._on_spooled = on_spooled
+        self._clock_ms = clock_ms
+        self.engine = AlertEngine(
+            alerts,
+            store=AlertStore(alerts.state_path),
+            site_names={settings.site.id: settings.site.name},
+            device_names={d.id: d.name for d in settings.devices if d.name},
+        )
+        n = alerts.notify
+        self.notifier = notifier or Notifier(
+            n.routes(),
+            retry=RetryPolicy(
+                attempts=n.attempts, initial_s=n.retry_initial_s, max_s=n.retry_max_s
+            ),
+            max_pending=n.max_pending,
+        )
+        self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
+        self.counters = AlertCounters()
+
+    # --- called from other threads -----------------------------------------------------------
+
+    def observe(self, reading: wire.Reading) -> None:
+        self._inbox.put(lambda now: self.engine.observe(reading, now))
+
+    def control(self, control: wire.Control, payload: bytes) -> None:
+        """An availability or acknowledgement message (already acknowledged to the broker)."""
+        text = payload.decode("utf-8", "replace").strip()
+        if control.what == "ack":
+            by = _ack_author(text)
+            if by is None:
+                self.counters.bad_control += 1
+                _LOG.warning("ignored an empty acknowledgement on %s/%s", control.id, control.rule)
+                return
+            self.acknowledge(control.id, control.rule, by)
+            return
+        if text not in ("online", "offline"):
+            self.counters.bad_control += 1
+            _LOG.warning("availability of %s is %.40r, not online/offline", control.id, text)
+            return
+        online = text == "online"
+        if control.what == "agent":
+            self._inbox.put(
+                lambda now: self.engine.agent_availability(control.site, control.id, online, now)
+            )
+        else:
+            self._inbox.put(
+                lambda now: self.engine.device_availability(
+                    control.site, control.kind, control.id, online, now
+                )
+            )
+
+    def acknowledge(self, device: str, rule: str, by: str) -> None:
+        self._inbox.put(lambda now: self.engine.acknowledge(device, rule, by[:64], now))
+
+    # --- the alert thread --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        undo_notifier = self.notifier.start()
+        try:
+            next_tick = 0.0
+            while not stop.is_set():
+                now = self._clock_ms()
+                if now >= next_tick:
+                    self._emit(self.engine.tick(now))
+                    next_tick = now + TICK_S * 1000
+                try:
+                    work = self._inbox.get(timeout=max(0.0, (next_tick - now) / 1000))
+                except queue.Empty:
+                    continue
+                self._emit(work(self._clock_ms()))
+        finally:
+            undo_notifier(5.0)
+            self._spool.close()
+
+    def _emit(self, events: list[AlertEvent]) -> None:
+        if not events:
+            return
+        now = self._clock_ms()
+        lines = []
+        for event in events:
+            a = event.alert
+            self.counters.events += 1
+            if event.action is Action.ACKNOWLEDGED:
+                self.counters.acks += 1
+            topic = wire.alert_topic(self._prefix, a.site, a.device, a.rule)
+            self._publish(topic, alert_json(a), True)
+            lines.append(
+                wire.alert_line(
+                    site=a.site,
+                    kind=a.kind,
+                    device=a.device,
+                    rule=a.rule,
+                    severity=str(a.severity),
+                    state=str(a.state),
+                    value=a.value,
+                    message=a.message,
+                    ts_ms=now,
+                )
+            )
+            _LOG.info("alert %s: %s", event.action, a.message)
+            if event.notify:
+                self._notify(event, topic)
+        self._spool.append([Entry(SPOOL_TOPIC, line, 1) for line in lines])
+        self._on_spooled()
+
+    def _notify(self, event: AlertEvent, topic: str) -> None:
+        a = event.alert
+        severity = str(a.severity)
+        title = f"[{_TITLE[event.action].format(severity=severity)}] {a.message}"
+        body = a.message
+        if event.action is not Action.RESOLVE:
+            body += f"\n\nAcknowledge: publish your name to {topic}/ack"
+        self.notifier.submit(
+            event.route,
+            title,
+            body,
+            key=f"{a.device}/{a.rule}",
+            notify_type=_NOTIFY_TYPE.get((event.action, severity), "info"),
+        )
+        self.counters.notified += 1
+
+
+def _ack_author(text: str) -> str | None:
+    """Who acknowledged: a plain name, or JSON {"by": name}."""
+    if text.startswith("{"):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return None
+        by = decoded.get("by") if isinstance(decoded, dict) else None
+        if not isinstance(by, str):
+            return None
+        text = by.strip()
+    return text[:64] or None
