@@ -12,10 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from config import FleetSettings
 from daemon import wire
 from daemon.collector.alerting import AlertService
+from daemon.collector.http_api import HttpApi, alerts_json
 from daemon.collector.ingest import Ingest
 from daemon.collector.sinks import Sink, make_sink
 from daemon.collector.stats import StatsReporter
@@ -104,6 +106,13 @@ class Collector:
             on_readings=self._observe if self.alerts is not None else None,
         )
         self.link.set_message_sink(self.ingest.put)
+        self.http = HttpApi(
+            settings.http.bind_host,
+            settings.http.bind_port,
+            health=self._health,
+            alerts=self._open_alerts if self.alerts is not None else None,
+            acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
+        )
         self.stats = StatsReporter(
             site=settings.site.id,
             instance=self.link.client_id,
@@ -125,6 +134,23 @@ class Collector:
         assert self.alerts is not None
         for reading in readings:
             self.alerts.observe(reading)
+
+    def _health(self) -> tuple[bool, dict[str, Any]]:
+        depth = self.spool.depth()
+        failing = self.writer.failing_for_s
+        details: dict[str, Any] = {
+            "mqtt_connected": self.link.connected,
+            "influx_failing_for_s": None if failing is None else round(failing, 1),
+            "spool_points": depth.points,
+            "received": self.ingest.counters.received,
+            "written": self.writer.counters.written_points,
+        }
+        # InfluxDB being away is not ill health: the spool is there for it.
+        return self.link.connected, details
+
+    def _open_alerts(self) -> list[dict[str, object]]:
+        assert self.alerts is not None
+        return alerts_json(self.alerts.engine.alerts(firing_only=True))
 
     def _alert_fields(self) -> dict[str, int]:
         if self.alerts is None:
@@ -171,6 +197,7 @@ class Collector:
         stop_stats = part("stats", self.stats.run)
         stop_alerts = part("alerts", self.alerts.run) if self.alerts is not None else None
         stop_link = self.link.start()
+        stop_http = self.http.start()
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
             " + ".join(wire.subscriptions(self._prefix)),
@@ -181,6 +208,7 @@ class Collector:
 
         def undo() -> None:
             _LOG.info("collector stopping")
+            stop_http()
             stop_ingest(30.0)  # no more acks: what is not spooled is redelivered later
             if stop_alerts is not None:
                 stop_alerts(10.0)  # its last events still go out on the link

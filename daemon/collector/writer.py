@@ -86,6 +86,12 @@ class Writer:
         self._failing_since: float | None = None
         self.counters = WriterCounters()
 
+    @property
+    def failing_for_s(self) -> float | None:
+        """How long InfluxDB has been refusing or unreachable; None while writes succeed."""
+        since = self._failing_since
+        return None if since is None else time.monotonic() - since
+
     def notify(self) -> None:
         """New points were spooled; the writer decides whether to write now."""
         self._wake.set()

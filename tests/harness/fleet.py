@@ -61,6 +61,9 @@ path = "{tmp_path / "spool.sqlite"}"
 [collector]
 stats_interval_s = 1.0
 
+[http]
+bind = "127.0.0.1:0"
+
 [alerts]
 state_path = "{tmp_path / "alerts.sqlite"}"
 {alerts}
