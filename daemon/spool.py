@@ -132,6 +132,11 @@ class Spool:
         cursor.close()
         return rows
 
+    def oldest_ms(self) -> int | None:
+        """When the oldest row still here was appended (epoch ms), None if empty."""
+        row = self._conn().execute("SELECT at_ms FROM spool ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
     def remove(self, rows: Sequence[SpoolRow]) -> None:
         """Remove rows taken from the head (they were written or dead-lettered)."""
         if not rows:

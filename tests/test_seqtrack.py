@@ -55,5 +55,11 @@ def test_take_changed_reports_each_device_once_per_news():
 
 def test_memory_of_seen_numbers_stays_bounded():
     tracker = feed(list(range(1, WINDOW * 5)))
-    assert len(tracker.devices["sw-01"].recent) <= 2 * WINDOW + 1
+    assert tracker.devices["sw-01"].seen.bit_length() <= WINDOW
     assert tracker.missing == 0
+
+
+def test_a_late_arrival_at_the_edge_of_the_window_still_fills_its_gap():
+    tracker = feed([1, *range(3, WINDOW + 2), 2])
+    assert tracker.missing == 0
+    assert tracker.duplicates == 0

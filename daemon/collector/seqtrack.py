@@ -5,13 +5,17 @@ skipped numbers as missing; a late arrival of a missing number takes it back
 (MQTT does not promise order across reconnects); a number seen before is a
 duplicate (a QoS 1 redelivery). A number far below the highest seen means the
 agent restarted its count, so the device starts afresh.
+
+Which of the last WINDOW numbers were seen is one bit each in an int, so a
+device costs a few hundred bytes however long the collector runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 WINDOW = 4096  # how far back late arrivals and duplicates are recognised
+_MASK = (1 << WINDOW) - 1
 
 
 @dataclass(slots=True)
@@ -24,7 +28,7 @@ class DeviceSeq:
     duplicates: int = 0
     received: int = 0
     restarts: int = 0
-    recent: set[int] = field(default_factory=set)
+    seen: int = 0  # bit i: seq `highest - i` has been seen
     changed: bool = True
 
 
@@ -46,22 +50,22 @@ class SeqTracker:
             if state.highest >= 0:
                 state.restarts += 1
             state.highest = state.lowest = seq
-            state.recent = {seq}
+            state.seen = 1
             return
-        if seq in state.recent:
-            state.duplicates += 1
-            self.duplicates += 1
-            return
-        state.recent.add(seq)
         if seq > state.highest:
             gap = seq - state.highest - 1
             state.missing += gap
             self.missing += gap
+            state.seen = ((state.seen << (seq - state.highest)) | 1) & _MASK
             state.highest = seq
-            if len(state.recent) > 2 * WINDOW:
-                floor = seq - WINDOW
-                state.recent = {s for s in state.recent if s >= floor}
-        elif seq > state.lowest:
+            return
+        bit = 1 << (state.highest - seq)
+        if state.seen & bit:
+            state.duplicates += 1
+            self.duplicates += 1
+            return
+        state.seen |= bit
+        if seq > state.lowest:
             # A late arrival fills a gap counted earlier.
             state.missing -= 1
             self.missing -= 1

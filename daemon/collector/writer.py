@@ -97,25 +97,30 @@ class Writer:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        last_flush = 0.0
         try:
             while not stop.is_set():
-                pending = self._spool.depth().points
-                since = time.monotonic() - last_flush
-                if pending >= self._batch_size or (pending and since >= self._flush_interval_s):
+                wait = self._due_in()
+                if wait <= 0:
                     delay = self._write_batch()
-                    if delay is None:
-                        last_flush = time.monotonic()
-                    else:
+                    if delay is not None:
                         stop.wait(delay)
                     continue
-                self._wake.wait(
-                    self._flush_interval_s - since if pending else self._flush_interval_s
-                )
+                self._wake.wait(wait)
                 self._wake.clear()
             self._final_flush()
         finally:
             self._spool.close()
+
+    def _due_in(self) -> float:
+        """Seconds until the next write is due: a full batch now, else when the oldest
+        spooled point has waited `flush_interval_s` (which bounds its latency)."""
+        pending = self._spool.depth().points
+        if pending >= self._batch_size:
+            return 0.0
+        oldest = self._spool.oldest_ms() if pending else None
+        if oldest is None:
+            return self._flush_interval_s
+        return self._flush_interval_s - (time.time() * 1000 - oldest) / 1000
 
     def _final_flush(self) -> None:
         """On shutdown write what can be written quickly; the rest stays spooled."""

@@ -1,0 +1,166 @@
+"""`bthome` driver: battery, voltage and temperature from a device's BTHome v2 adverts.
+
+Passive in the BTHome sense: no connection, the driver only listens to the
+advertisements of `address` and decodes their 0xFCD2 service data. Every
+advert seen (any device) feeds the agent's scanner watchdog. The device is
+online while its adverts arrive and offline after `offline_after_s` without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from pydantic import Field, SecretStr, field_validator
+
+from drivers.base import DriverConfig, DriverSink
+from drivers.ble.decode import BTHOME_SERVICE_DATA, BTHomeAdvert, decode_bthome
+from drivers.ble.scanner import (
+    BLUETOOTH_ERRORS,
+    DEVICE_ID_PATTERN,
+    MAC_PATTERN,
+    ScannerBackend,
+    same_address,
+    scanning,
+)
+from drivers.readings import Reading, Status
+
+_LOG = logging.getLogger(__name__)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BTHomeConfig(DriverConfig):
+    """A BTHome v2 sensor (a handheld's battery beacon) reporting as one fleet device."""
+
+    kind: Literal["bthome"] = Field("bthome", description="Driver kind.")
+    device: str = Field(
+        pattern=DEVICE_ID_PATTERN, description="Fleet device id the readings are reported as."
+    )
+    address: str = Field(
+        pattern=MAC_PATTERN, description="Bluetooth MAC address of the BTHome device."
+    )
+    bind_key: SecretStr | None = Field(
+        None, description="32 hex digits: the AES key of an encrypted BTHome device; omit if plain."
+    )
+    offline_after_s: float = Field(
+        60.0, gt=0, le=86400, description="No advert for this long marks the device offline."
+    )
+    min_interval_s: float = Field(
+        10.0, ge=0, le=3600, description="Report a reading at most this often (adverts repeat)."
+    )
+
+    @field_validator("bind_key")
+    @classmethod
+    def _key_is_16_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = bytes.fromhex(value.get_secret_value())
+            except ValueError:
+                raise ValueError("bind_key must be 32 hex digits") from None
+            if len(raw) != 16:
+                raise ValueError("bind_key must be 32 hex digits")
+        return value
+
+
+class BTHome:
+    """Listens for one BTHome device; see the module docstring."""
+
+    kind: ClassVar[str] = "bthome"
+
+    def __init__(
+        self,
+        config: BTHomeConfig,
+        *,
+        clock: Callable[[], int] = _wall_ms,
+        scanner_backend: ScannerBackend = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._backend = scanner_backend
+        key = config.bind_key
+        self._bindkey = None if key is None else bytes.fromhex(key.get_secret_value())
+        self._state: tuple[bool, str] | None = None
+        self._last_advert: float | None = None
+        self._last_emit: float | None = None
+        self._complaint: str | None = None
+
+    async def run(self, sink: DriverSink) -> None:
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        def on_advert(device: BLEDevice, adv: AdvertisementData) -> None:
+            sink.advert_seen()
+            if not same_address(device.address, cfg.address):
+                return
+            payload = adv.service_data.get(BTHOME_SERVICE_DATA)
+            if payload is None:
+                return
+            self._last_advert = loop.time()
+            self._handle(
+                sink, decode_bthome(payload, cfg.address, bindkey=self._bindkey, rssi=adv.rssi)
+            )
+
+        try:
+            async with scanning(on_advert, backend=self._backend):
+                _LOG.info("BTHome %s: listening for %s", cfg.device, cfg.address)
+                while True:
+                    await asyncio.sleep(min(1.0, cfg.offline_after_s / 4))
+                    last = started if self._last_advert is None else self._last_advert
+                    if loop.time() - last >= cfg.offline_after_s:
+                        self._set_online(sink, False, f"no advert for {cfg.offline_after_s:g} s")
+        except BLUETOOTH_ERRORS as exc:
+            self._set_online(sink, False, f"Bluetooth unavailable: {exc!r}")
+            raise
+
+    def _handle(self, sink: DriverSink, advert: BTHomeAdvert) -> None:
+        cfg = self._config
+        if advert.downgraded:
+            self._complain("plaintext advert although a bind_key is configured: ignored")
+            return
+        if advert.undecryptable:
+            why = (
+                "no bind_key configured"
+                if self._bindkey is None
+                else "bind_key does not decrypt it"
+            )
+            self._complain(f"encrypted advert, {why}")
+            # Reachable but unreadable: offline, with the reason, so the board shows it.
+            self._set_online(sink, False, f"encrypted BTHome adverts, {why}")
+            return
+        self._complaint = None
+        self._set_online(sink, True, "advertising")
+        if advert.battery is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._last_emit is not None and now - self._last_emit < cfg.min_interval_s:
+            return
+        self._last_emit = now
+        status = None if advert.rssi_dbm is None else Status(rssi_dbm=advert.rssi_dbm)
+        sink.reading(
+            Reading(device=cfg.device, ts_ms=self._clock(), battery=advert.battery, status=status)
+        )
+
+    def _complain(self, what: str) -> None:
+        # Once per change of problem: a device advertising every second must not flood the log.
+        if what != self._complaint:
+            self._complaint = what
+            _LOG.warning("BTHome %s (%s): %s", self._config.device, self._config.address, what)
+
+    def _set_online(self, sink: DriverSink, online: bool, detail: str) -> None:
+        # Report a change of state or of reason (offline: silent vs undecryptable).
+        if (online, detail) == self._state:
+            return
+        self._state = (online, detail)
+        _LOG.info(
+            "BTHome %s %s: %s", self._config.device, "online" if online else "offline", detail
+        )
+        sink.availability(self._config.device, online, detail)
