@@ -6,6 +6,7 @@ a validated, immutable `FleetSettings`, or raises `ConfigError` listing every
 problem as `SOURCE: key.path: message`. Annotated examples: config/examples/.
 """
 
+from config.agent import AgentSettings
 from config.collector import CollectorSettings, HttpSettings, SpoolSettings
 from config.devices import DeviceConfig, SiteSettings
 from config.errors import ConfigError
@@ -15,6 +16,7 @@ from config.mqtt import MqttSettings, MqttTls
 from config.settings import FleetSettings
 
 __all__ = [
+    "AgentSettings",
     "CollectorSettings",
     "ConfigError",
     "DeviceConfig",

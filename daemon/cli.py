@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here so `fleet --help` stays fast and a broken optional module
     # cannot stop the other sub-commands from loading.
     from daemon import cmd_check_config
+    from daemon.agent import command as agent_command
     from daemon.collector import command as collector_command
     from daemon.simulate import command as simulate_command
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fleet", description="Fleet telemetry: collector, simulator and tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cmd_check_config, collector_command, simulate_command):
+    for module in (cmd_check_config, collector_command, simulate_command, agent_command):
         module.add_parser(sub)
     return parser
 

@@ -64,8 +64,10 @@ class MqttLink:
         subscriptions: Sequence[str] = (),
         on_message: MessageSink | None = None,
         manual_ack: bool = False,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_connect_hook = on_connect
         self._client_id = client_id or settings.client_id
         self._persistent = persistent
         self._subscriptions = list(subscriptions)
@@ -219,6 +221,9 @@ class MqttLink:
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         self._connected.set()
+        if self._on_connect_hook is not None:
+            # On paho's thread: the hook may publish, but must not block.
+            self._on_connect_hook()
 
     def _on_disconnect(
         self,
