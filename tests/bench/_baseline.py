@@ -68,7 +68,8 @@ class BareSubscriber:
         self._client.loop_stop()
 
     def rate(self) -> float:
-        assert self.first is not None and self.last is not None
+        assert self.first is not None
+        assert self.last is not None
         return self.count / (self.last - self.first)
 
     def _on_connect(self, client: paho.Client, *args: Any) -> None:

@@ -3,6 +3,7 @@ the load-generator and collector processes, RSS sampling, spool depth and the re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -155,13 +156,27 @@ class CollectorProcess:
         return stop_process(self._proc, timeout=60)
 
 
+def rss_parts(pid: int) -> dict[str, float]:
+    """RssAnon / RssFile / RssShmem of a process in MB (/proc/PID/status): which kind grows."""
+    parts: dict[str, float] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                parts[key] = int(value.split()[0]) / 1024
+    return parts
+
+
 @dataclass
 class RssSampler:
-    """Samples a process's resident set size every `interval_s` in a thread."""
+    """Samples a process's resident set size every `interval_s` in a thread, and its
+    anon/file/shmem split at the highest sample."""
 
     pid: int
     interval_s: float = 0.5
     samples: list[tuple[float, float]] = field(default_factory=list)  # (monotonic s, MB)
+    peak: float = 0.0
+    peak_parts: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -174,6 +189,10 @@ class RssSampler:
                     rss = process.memory_info().rss / 1e6
                 except psutil.NoSuchProcess:
                     return
+                if rss > self.peak:
+                    self.peak = rss
+                    with contextlib.suppress(OSError):
+                        self.peak_parts = rss_parts(self.pid)
                 self.samples.append((time.monotonic(), rss))
                 self._stop.wait(self.interval_s)
 
@@ -216,11 +235,13 @@ class SpoolReader:
     def rows(self) -> int:
         """Rows (messages) in the spool: ids are contiguous and leave from the head, so this is
         an index lookup rather than a scan."""
-        low, high = self._conn.execute("SELECT min(id), max(id) FROM spool").fetchone()
+        # fetchall, not fetchone: it runs the statement to its end, so no read transaction
+        # stays open to hold back the collector's WAL checkpoints.
+        low, high = self._conn.execute("SELECT min(id), max(id) FROM spool").fetchall()[0]
         return 0 if low is None else int(high - low + 1)
 
     def points(self) -> int:
-        (points,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM spool").fetchone()
+        (points,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM spool").fetchall()[0]
         return int(points)
 
     def close(self) -> None:
@@ -241,7 +262,10 @@ class Table:
     def add(self, figure: str, value: str, target: str = "", met: bool | None = None) -> None:
         verdict = "" if met is None else ("ok" if met else "MISSED")
         self.rows.append((figure, value, target, verdict))
-        print(f"  {figure}: {value}" + (f"  (target {target}: {verdict})" if target else ""), flush=True)
+        print(
+            f"  {figure}: {value}" + (f"  (target {target}: {verdict})" if target else ""),
+            flush=True,
+        )
 
     def markdown(self) -> str:
         lines = ["| figure | measured | target | |", "|---|---|---|---|"]

@@ -25,9 +25,9 @@ from types import FrameType
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from config import load_settings  # noqa: E402
-from daemon.mqtt import MqttLink  # noqa: E402
-from tests.bench._common import Fleet  # noqa: E402
+from config import load_settings
+from daemon.mqtt import MqttLink
+from tests.bench._common import Fleet
 
 TICKS_PER_SECOND = 20
 
