@@ -21,11 +21,9 @@ from pydantic import (
 )
 
 from config.base import IdStr, Loc, StrictModel, problems_error, raise_problems
-from drivers.ble.battery import BleBatteryConfig
-from drivers.ble.bthome import BTHomeConfig
-from drivers.gps.nmea import NmeaGpsConfig
-from drivers.ninebot.ble import NinebotBleConfig
-from drivers.ninebot.serial import NinebotSerialConfig
+from drivers.ble.config import BleBatteryConfig, BTHomeConfig
+from drivers.gps.config import NmeaGpsConfig
+from drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
 
 DriverSettings = Annotated[
     NinebotSerialConfig | NinebotBleConfig | BleBatteryConfig | BTHomeConfig | NmeaGpsConfig,

@@ -215,6 +215,13 @@ class NotifySettings(StrictModel):
     retry_max_s: float = Field(
         default=900.0, gt=0, le=_DAY_S, description="Longest retry delay (s)."
     )
+    min_interval_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Least time (s) between two sends through one URL; unset keeps apprise's "
+        "own per-service pause (5.5 s for e-mail).",
+    )
     max_pending: int = Field(
         default=1000,
         ge=1,

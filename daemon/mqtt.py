@@ -13,7 +13,9 @@ message and must be dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -108,6 +110,7 @@ class MqttLink:
             client.tls_insecure_set(settings.tls.insecure)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
+        client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -188,6 +191,13 @@ class MqttLink:
         self._client.ack(message.mid, message.qos)
 
     # paho callbacks: they run on paho's network thread.
+
+    @staticmethod
+    def _on_socket_open(client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Without TCP_NODELAY each small packet (a PUBACK, a retained alert) can
+        # sit out the peer's 40 ms delayed-ACK timer: alerts would be 80 ms late.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(
         self,

@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.readings import Reading
 
+# A fleet device id, as in the v1 topics (drivers cannot import the wire contract).
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 
 class DriverConfig(BaseModel):
     """Base of every driver's config model: unknown keys are errors, values immutable."""

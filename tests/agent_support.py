@@ -201,9 +201,15 @@ class Subscriber:
         with self._lock:
             self.messages.append(message)
 
-    def payloads(self, topic: str | None = None) -> list[bytes]:
+    def payloads(self, topic: str | None = None, *, retained: bool = False) -> list[bytes]:
+        """Payloads published while subscribed; with `retained`, also what the broker kept
+        from before (on a shared broker that may be another test's)."""
         with self._lock:
-            return [m.payload for m in self.messages if topic is None or m.topic == topic]
+            return [
+                m.payload
+                for m in self.messages
+                if (topic is None or m.topic == topic) and (retained or not m.retain)
+            ]
 
     def json(self, topic: str | None = None) -> list[dict[str, object]]:
         return [json.loads(p) for p in self.payloads(topic)]
@@ -219,7 +225,9 @@ def retained(settings: FleetSettings, broker: MosquittoServer, topic: str) -> by
     """The retained message of `topic` as a new subscriber gets it (None if there is none)."""
     sub = Subscriber(settings, broker, topic)
     try:
-        got = wait_until(lambda: sub.payloads(topic), timeout=2, message=f"retained {topic}")
+        got = wait_until(
+            lambda: sub.payloads(topic, retained=True), timeout=2, message=f"retained {topic}"
+        )
     except AssertionError:
         return None
     finally:

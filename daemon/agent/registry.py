@@ -14,11 +14,14 @@ from typing import Any
 
 from config import FleetSettings
 from drivers.base import Driver, DriverConfig
-from drivers.ble.battery import BleBattery, BleBatteryConfig
-from drivers.ble.bthome import BTHome, BTHomeConfig
-from drivers.gps.nmea import NmeaGps, NmeaGpsConfig
-from drivers.ninebot.ble import NinebotBle, NinebotBleConfig
-from drivers.ninebot.serial import NinebotSerial, NinebotSerialConfig
+from drivers.ble.battery import BleBattery
+from drivers.ble.bthome import BTHome
+from drivers.ble.config import BleBatteryConfig, BTHomeConfig
+from drivers.gps.config import NmeaGpsConfig
+from drivers.gps.nmea import NmeaGps
+from drivers.ninebot.ble import NinebotBle
+from drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
+from drivers.ninebot.serial import NinebotSerial
 
 Clock = Callable[[], int]
 

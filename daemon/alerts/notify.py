@@ -406,7 +406,13 @@ class Notifier:
         d.tries += 1
         try:
             result = self._routes[d.target.route].apprise.notify(
-                body=d.body, title=d.title, notify_type=d.notify_type, tag=d.target.tag
+                body=d.body,
+                title=d.title,
+                notify_type=d.notify_type,
+                tag=d.target.tag,
+                # Plain text: apprise's default HTML mail loses the line breaks in its
+                # text part, and the alert text is written to be read as it is.
+                body_format=apprise.NotifyFormat.TEXT,
             )
         except Exception as exc:  # noqa: BLE001 - a plugin bug is one failed try, not a dead worker
             _LOG.warning("%s to %s: %s", d.key, d.target.label, redact(repr(exc)))

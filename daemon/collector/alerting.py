@@ -91,6 +91,7 @@ class AlertService:
                 attempts=n.attempts, initial_s=n.retry_initial_s, max_s=n.retry_max_s
             ),
             max_pending=n.max_pending,
+            min_interval_s=n.min_interval_s,
         )
         self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
         self.counters = AlertCounters()

@@ -1,6 +1,5 @@
-"""Handheld drivers over Bluetooth LE: GATT Battery Service (`ble_battery`) and BTHome v2 (`bthome`)."""
+"""Handheld drivers over Bluetooth LE: GATT Battery Service (`ble_battery`) and BTHome v2 (`bthome`).
 
-from drivers.ble.battery import BleBattery, BleBatteryConfig
-from drivers.ble.bthome import BTHome, BTHomeConfig
-
-__all__ = ["BTHome", "BTHomeConfig", "BleBattery", "BleBatteryConfig"]
+The drivers are in `battery` and `bthome`; their config models in `config`, which
+imports no Bluetooth stack (so reading the settings stays light).
+"""

@@ -16,15 +16,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
-from pydantic import Field
 
-from drivers.base import DriverConfig, DriverSink
+from drivers.base import DriverSink
+from drivers.ble.config import BleBatteryConfig
 from drivers.ble.decode import (
     BATTERY_LEVEL,
     FIRMWARE_REVISION,
@@ -35,8 +35,6 @@ from drivers.ble.decode import (
 )
 from drivers.ble.scanner import (
     BLUETOOTH_ERRORS,
-    DEVICE_ID_PATTERN,
-    MAC_PATTERN,
     ClientBackend,
     ScannerBackend,
     find_device,
@@ -48,38 +46,6 @@ _LOG = logging.getLogger(__name__)
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class BleBatteryConfig(DriverConfig):
-    """A handheld exposing the GATT Battery Service (0x180F), reporting as one fleet device."""
-
-    kind: Literal["ble_battery"] = Field("ble_battery", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the readings are reported as."
-    )
-    address: str = Field(pattern=MAC_PATTERN, description="Bluetooth MAC address of the handheld.")
-    poll_interval_s: float = Field(
-        60.0, gt=0, le=3600, description="Read the battery level this often while connected."
-    )
-    use_notify: bool = Field(
-        True,
-        description="Also subscribe to battery level notifications when the device offers them.",
-    )
-    connect_timeout_s: float = Field(
-        20.0, gt=0, le=120, description="Give up a connect (or a single read) after this long."
-    )
-    scan_timeout_s: float = Field(
-        10.0, gt=0, le=120, description="Scan this long for the device before counting a miss."
-    )
-    offline_after_scans: int = Field(
-        3, ge=1, le=100, description="Consecutive scans without the device before it is offline."
-    )
-    backoff_initial_s: float = Field(
-        2.0, gt=0, le=600, description="First wait before reconnecting; doubles on each failure."
-    )
-    backoff_max_s: float = Field(
-        120.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
-    )
 
 
 class BleBattery:

@@ -12,18 +12,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from pydantic import Field, SecretStr, field_validator
 
-from drivers.base import DriverConfig, DriverSink
+from drivers.base import DriverSink
+from drivers.ble.config import BTHomeConfig
 from drivers.ble.decode import BTHOME_SERVICE_DATA, BTHomeAdvert, decode_bthome
 from drivers.ble.scanner import (
     BLUETOOTH_ERRORS,
-    DEVICE_ID_PATTERN,
-    MAC_PATTERN,
     ScannerBackend,
     same_address,
     scanning,
@@ -35,39 +33,6 @@ _LOG = logging.getLogger(__name__)
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class BTHomeConfig(DriverConfig):
-    """A BTHome v2 sensor (a handheld's battery beacon) reporting as one fleet device."""
-
-    kind: Literal["bthome"] = Field("bthome", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the readings are reported as."
-    )
-    address: str = Field(
-        pattern=MAC_PATTERN, description="Bluetooth MAC address of the BTHome device."
-    )
-    bind_key: SecretStr | None = Field(
-        None, description="32 hex digits: the AES key of an encrypted BTHome device; omit if plain."
-    )
-    offline_after_s: float = Field(
-        60.0, gt=0, le=86400, description="No advert for this long marks the device offline."
-    )
-    min_interval_s: float = Field(
-        10.0, ge=0, le=3600, description="Report a reading at most this often (adverts repeat)."
-    )
-
-    @field_validator("bind_key")
-    @classmethod
-    def _key_is_16_bytes(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                raw = bytes.fromhex(value.get_secret_value())
-            except ValueError:
-                raise ValueError("bind_key must be 32 hex digits") from None
-            if len(raw) != 16:
-                raise ValueError("bind_key must be 32 hex digits")
-        return value
 
 
 class BTHome:

@@ -19,6 +19,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
+from drivers.ble.config import MAC_PATTERN
+
 ScannerBackend = type[BaseBleakScanner] | None
 ClientBackend = type[BaseBleakClient] | None
 AdvertCallback = Callable[[BLEDevice, AdvertisementData], None]
@@ -26,9 +28,6 @@ AdvertCallback = Callable[[BLEDevice, AdvertisementData], None]
 # Without a system D-Bus, bleak on Linux raises a bare FileNotFoundError (an
 # OSError), not a BleakError; EOFError comes from a D-Bus connection that drops.
 BLUETOOTH_ERRORS: Final = (BleakError, OSError, EOFError, TimeoutError)
-
-MAC_PATTERN: Final = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
-DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def same_address(a: str, b: str) -> bool:

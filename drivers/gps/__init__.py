@@ -1,5 +1,4 @@
-"""GPS receivers: NMEA 0183 over serial (kind `nmea_gps`)."""
+"""GPS receivers: NMEA 0183 over serial (kind `nmea_gps`).
 
-from drivers.gps.nmea import NmeaGps, NmeaGpsConfig
-
-__all__ = ["NmeaGps", "NmeaGpsConfig"]
+The driver is in `nmea`, its config model in `config` (no serial imports).
+"""

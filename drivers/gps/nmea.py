@@ -13,18 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import serial_asyncio_fast
-from pydantic import Field
 
-from drivers.base import DriverConfig, DriverSink
+from drivers.base import DriverSink
+from drivers.gps.config import NmeaGpsConfig
 from drivers.gps.decode import Fix, NmeaDecoder
 from drivers.readings import Reading
 
 _LOG = logging.getLogger(__name__)
 
-_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _READ_SIZE = 1024
 # Bad-line counters are logged at most this often, so a noisy line cannot flood the log.
 _STATS_LOG_INTERVAL_S = 60.0
@@ -32,28 +31,6 @@ _STATS_LOG_INTERVAL_S = 60.0
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class NmeaGpsConfig(DriverConfig):
-    """A serial NMEA 0183 GPS attached to one fleet device."""
-
-    kind: Literal["nmea_gps"] = Field("nmea_gps", description="Driver kind.")
-    device: str = Field(
-        pattern=_DEVICE_ID, description="Fleet device id the positions are reported as."
-    )
-    port: str = Field(
-        min_length=1,
-        description="Serial port of the receiver, e.g. /dev/ttyACM0 or /dev/serial/by-id/...",
-    )
-    baudrate: Literal[4800, 9600, 19200, 38400, 57600, 115200] = Field(
-        9600, description="Line speed: 4800 for classic NMEA 0183 talkers, 9600 for most modules."
-    )
-    min_interval_s: float = Field(
-        1.0, ge=0, le=3600, description="Report a position at most this often (seconds)."
-    )
-    offline_after_s: float = Field(
-        10.0, gt=0, le=3600, description="No sentence for this long marks the device offline."
-    )
 
 
 class NmeaGps:

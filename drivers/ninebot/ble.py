@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -31,10 +31,10 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
-from pydantic import Field
 
-from drivers.base import DriverConfig, DriverSink
+from drivers.base import DriverSink
 from drivers.ninebot.backoff import Backoff
+from drivers.ninebot.config import NinebotBleConfig
 from drivers.ninebot.frames import NINEBOT_HEADER, looks_encrypted
 from drivers.ninebot.poll import HOST_BLE
 from drivers.ninebot.registers import MODELS, to_reading
@@ -49,8 +49,6 @@ CHUNK = 20  # what the official apps write; safe on the smallest ATT MTU
 
 ENCRYPTED_DETAIL = "encrypted BLE firmware (NinebotCrypto) - not supported; use the serial link"
 
-_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_ADDRESS = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$"  # MAC, or a macOS UUID
 _MAX_BURST = 512  # longest plausible reply; bounds memory on a babbling device
 
 
@@ -59,46 +57,6 @@ T = TypeVar("T")
 
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class NinebotBleConfig(DriverConfig):
-    """A Ninebot / Xiaomi scooter reached over BLE (plaintext firmware only)."""
-
-    kind: Literal["ninebot_ble"] = Field("ninebot_ble", description="Driver kind.")
-    device: str = Field(pattern=_DEVICE_ID, description="Fleet device id the scooter reports as.")
-    address: str = Field(
-        pattern=_ADDRESS, description="BLE address of the scooter, e.g. D4:3D:7E:12:34:56."
-    )
-    model: Literal["es", "max", "m365", "m365_pro"] = Field(
-        "es",
-        description="Scooter family: picks the framing (5A A5 / 55 AA) and the units "
-        "(es, max: Ninebot 0.1 km/h; m365, m365_pro: Xiaomi m/h).",
-    )
-    poll_interval_s: float = Field(
-        5.0, gt=0, le=3600, description="Seconds between the starts of two poll cycles."
-    )
-    response_timeout_s: float = Field(
-        1.0, gt=0, le=30, description="How long to wait for each register reply."
-    )
-    offline_after_misses: int = Field(
-        3, ge=1, le=1000, description="Silent poll cycles in a row before reconnecting."
-    )
-    scan_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="How long one scan looks for the scooter's adverts."
-    )
-    connect_timeout_s: float = Field(20.0, gt=0, le=120, description="BLE connect timeout.")
-    reconnect_backoff_s: float = Field(
-        2.0, gt=0, le=600, description="First wait before reconnecting (doubles per failure)."
-    )
-    reconnect_backoff_max_s: float = Field(
-        120.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
-    )
-    encrypted_backoff_s: float = Field(
-        60.0, gt=0, le=3600, description="First wait before re-probing an encrypted scooter."
-    )
-    encrypted_backoff_max_s: float = Field(
-        600.0, gt=0, le=86400, description="Longest wait between probes of an encrypted scooter."
-    )
 
 
 class _Encrypted(Exception):

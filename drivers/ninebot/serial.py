@@ -18,24 +18,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import serial_asyncio_fast
-from pydantic import Field
 
-from drivers.base import DriverConfig, DriverSink
+from drivers.base import DriverSink
 from drivers.ninebot.backoff import Backoff
+from drivers.ninebot.config import NinebotSerialConfig
 from drivers.ninebot.poll import HOST_SERIAL
 from drivers.ninebot.registers import MODELS, to_reading
 from drivers.ninebot.session import Exchange
 
 _LOG = logging.getLogger(__name__)
 
-_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _READ_SIZE = 512
 
 OpenSerial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-ModelName = Literal["es", "max", "m365", "m365_pro"]
 
 
 def _wall_ms() -> int:
@@ -47,38 +45,6 @@ async def _open_serial(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await serial_asyncio_fast.open_serial_connection(url=port, baudrate=baudrate)
     return reader, writer
-
-
-class NinebotSerialConfig(DriverConfig):
-    """A Ninebot / Xiaomi scooter on a serial UART tap."""
-
-    kind: Literal["ninebot_serial"] = Field("ninebot_serial", description="Driver kind.")
-    device: str = Field(pattern=_DEVICE_ID, description="Fleet device id the scooter reports as.")
-    port: str = Field(
-        min_length=1,
-        description="Serial port of the tap, e.g. /dev/serial/by-id/usb-FTDI_...-if00-port0.",
-    )
-    baudrate: int = Field(115200, gt=0, description="Line speed; the scooter bus runs at 115200.")
-    model: ModelName = Field(
-        "es",
-        description="Scooter family: picks the framing (5A A5 / 55 AA) and the units "
-        "(es, max: Ninebot 0.1 km/h; m365, m365_pro: Xiaomi m/h).",
-    )
-    poll_interval_s: float = Field(
-        1.0, gt=0, le=3600, description="Seconds between the starts of two poll cycles."
-    )
-    response_timeout_s: float = Field(
-        0.3, gt=0, le=10, description="How long to wait for each register reply."
-    )
-    offline_after_misses: int = Field(
-        3, ge=1, le=1000, description="Silent poll cycles in a row before the device is offline."
-    )
-    reopen_backoff_s: float = Field(
-        1.0, gt=0, le=600, description="First wait before reopening a failed port (doubles)."
-    )
-    reopen_backoff_max_s: float = Field(
-        60.0, gt=0, le=3600, description="Longest wait between attempts to reopen the port."
-    )
 
 
 class NinebotSerial:

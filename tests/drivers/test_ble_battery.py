@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble.battery import BleBattery, BleBatteryConfig
+from drivers.ble.battery import BleBattery
+from drivers.ble.config import BleBatteryConfig
 from drivers.ble.decode import BATTERY_LEVEL, decode_battery_level, decode_text
 from drivers.readings import Battery, Status
 from tests.drivers.emulators.ble import BleAir, handheld

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble.bthome import BTHome, BTHomeConfig
+from drivers.ble.bthome import BTHome
+from drivers.ble.config import BTHomeConfig
 from drivers.ble.decode import BTHOME_SERVICE_DATA, decode_bthome
 from drivers.readings import Battery
 from tests.drivers.emulators.ble import BleAir

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle, NinebotBleConfig
+from drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle
+from drivers.ninebot.config import NinebotBleConfig
 from drivers.readings import State
 from tests.drivers.emulators.ninebot import ScooterState
 from tests.drivers.emulators.ninebot_ble import Air

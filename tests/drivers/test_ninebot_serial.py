@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from drivers.ninebot.serial import NinebotSerial, NinebotSerialConfig
+from drivers.ninebot.config import NinebotSerialConfig
+from drivers.ninebot.serial import NinebotSerial
 from drivers.readings import State
 from tests.drivers.emulators.ninebot import NinebotEmulator, PtyScooter, ScooterState
 from tests.drivers.emulators.recording import RecordingSink, until
@@ -176,7 +177,7 @@ def test_readme_snippets_are_valid_configs():
     import re
     import tomllib
 
-    from drivers.ninebot.ble import NinebotBleConfig
+    from drivers.ninebot.config import NinebotBleConfig
 
     readme = pathlib.Path(__file__).resolve().parents[2] / "drivers" / "ninebot" / "README.md"
     (block,) = re.findall(r"```toml\n(.*?)```", readme.read_text(), re.S)

@@ -85,6 +85,9 @@ class MosquittoServer(ManagedServer):
                 # A manual-ack subscriber (v3.1.1, or v5 without Receive
                 # Maximum) would otherwise get only 20 messages in flight.
                 "max_inflight_messages 1000",
+                # Small packets (PUBACKs, alerts) go out at once, not after the
+                # peer's delayed-ACK timer (~40 ms a hop).
+                "set_tcp_nodelay true",
                 f"log_dest file {self.log_path}",
                 "log_type error",
                 "log_type warning",
