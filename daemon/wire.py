@@ -177,7 +177,8 @@ class Control:
 def parse_control(prefix: str, topic: str) -> Control | None:
     """The control topic's parts, or None when `topic` is not a valid control topic."""
     head = f"{prefix}/{VERSION}/"
-    if not topic.startswith(head):
+    # Cheapest test first: this runs for every message the collector receives.
+    if not topic.endswith(("/availability", "/ack")) or not topic.startswith(head):
         return None
     parts = topic[len(head) :].split("/")
     if any(_id_problem(p) is not None for p in parts):

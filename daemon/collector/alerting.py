@@ -98,8 +98,17 @@ class AlertService:
 
     # --- called from other threads -----------------------------------------------------------
 
-    def observe(self, reading: wire.Reading) -> None:
-        self._inbox.put(lambda now: self.engine.observe(reading, now))
+    def observe(self, readings: list[wire.Reading]) -> None:
+        """Readings on disk, in arrival order: one hand-over per ingest batch."""
+        observe = self.engine.observe
+
+        def work(now: int) -> list[AlertEvent]:
+            events: list[AlertEvent] = []
+            for reading in readings:
+                events.extend(observe(reading, now))
+            return events
+
+        self._inbox.put(work)
 
     def control(self, control: wire.Control, payload: bytes) -> None:
         """An availability or acknowledgement message (already acknowledged to the broker)."""

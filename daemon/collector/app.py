@@ -103,7 +103,7 @@ class Collector:
             on_spooled=self.writer.notify,
             batch_max=settings.collector.ingest_batch_max,
             on_control=self._control if self.alerts is not None else None,
-            on_readings=self._observe if self.alerts is not None else None,
+            on_readings=self.alerts.observe if self.alerts is not None else None,
         )
         self.link.set_message_sink(self.ingest.put)
         self.http = HttpApi(
@@ -129,11 +129,6 @@ class Collector:
             return False
         self.alerts.control(control, message.payload)
         return True
-
-    def _observe(self, readings: list[wire.Reading]) -> None:
-        assert self.alerts is not None
-        for reading in readings:
-            self.alerts.observe(reading)
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
         depth = self.spool.depth()
