@@ -10,7 +10,7 @@ routes of `[alerts.notify]`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,13 @@ DASH = " \u2013 "
 # Offline judged on silence would fire in scenarios that jump hours without readings;
 # those scenarios are about something else, so their Segways do not have the rule.
 NO_SEGWAY_OFFLINE = '[alerts.kinds.segway]\ndisabled = ["offline", "battery_low"]\n'
+
+
+@pytest.fixture
+def mqtt_broker(make_broker: Callable[..., MosquittoServer]) -> MosquittoServer:
+    """A broker of this test's own: the session broker keeps other tests' retained
+    availability messages (an agent left `offline`), which the alert engine would act on."""
+    return make_broker()
 
 
 @pytest.fixture

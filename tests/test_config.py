@@ -136,7 +136,7 @@ def test_defaults_without_file_or_environment() -> None:
         "5",
     )
     assert settings.mqtt.client_id == "fleet-collector"
-    assert (settings.mqtt.session_expiry_s, settings.mqtt.receive_maximum) == (86400, 1000)
+    assert (settings.mqtt.session_expiry_s, settings.mqtt.receive_maximum) == (86400, 10000)
     assert settings.influx.url == "http://localhost:8086"
     assert (settings.influx.api, settings.influx.database, settings.influx.retention_policy) == (
         "v1",

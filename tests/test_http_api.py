@@ -38,6 +38,12 @@ def call(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int,
 
 
 @pytest.fixture
+def mqtt_broker(make_broker):
+    """Its own broker: other tests' retained availability messages would raise alerts here."""
+    return make_broker()
+
+
+@pytest.fixture
 def settings(tmp_path, mqtt_broker, influx, tmp_db):
     return settings_from(write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db))
 

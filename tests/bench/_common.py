@@ -95,6 +95,12 @@ database = "{DATABASE}"
 
 [spool]
 path = "{workdir / (client_id + "-spool.sqlite")}"
+
+[alerts]
+state_path = "{workdir / (client_id + "-alerts.sqlite")}"
+
+[http]
+bind = "127.0.0.1:0"
 """
     )
     return path
