@@ -22,8 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from config import ConfigError, FleetSettings, load_settings
-from daemon.cli import EX_CONFIG
+from config import FleetSettings
+from daemon.cli import EX_CONFIG, load_config
 from daemon.logs import setup_logging
 from daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
 from daemon.simulate.model import Condition
@@ -243,11 +243,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the configuration, connect, simulate until the schedule ends; print a summary."""
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(problem + "\n")
+    settings = load_config(args.config)
+    if settings is None:
         return EX_CONFIG
     setup_logging(settings.log_level)
     stop = threading.Event()

@@ -23,7 +23,8 @@ _BS_UNPLUGGED, _BS_CHARGING, _BS_FULL = 1, 2, 3
 
 def reading_topic(prefix: str, member: Member) -> str:
     if member.owntracks is not None:
-        return f"owntracks/{member.owntracks}"
+        user, device = member.owntracks.split("/", 1)
+        return wire.owntracks_topic(user, device)
     return wire.telemetry_topic(prefix, member.site, member.kind, member.device)
 
 
