@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from daemon.alerts.notify import Notifier, RetryPolicy, redact
+from daemon.alerts.notify import Notifier, RetryPolicy
+from daemon.alerts.redact import redact
 from tests.harness.http_receiver import HttpReceiver, Reply
 from tests.harness.smtp import SmtpServer, free_port
 from tests.harness.waiting import wait_until

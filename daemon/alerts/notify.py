@@ -25,23 +25,15 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import apprise
 
+from daemon.alerts.redact import REDACTOR, redact, secrets_of
 from daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
 
 NOTIFY_TYPES = ("info", "success", "warning", "failure")
-
-# Loggers that can see a URL's secrets: apprise itself and the HTTP client under
-# its webhooks (urllib3 logs request paths and query strings at DEBUG).
-_SECRET_SEEING_LOGGERS = ("apprise", "urllib3.connectionpool", __name__)
-
-# Query keys whose values are addresses or knobs, not secrets (kept readable).
-_PLAIN_QUERY_KEY = re.compile(r"to|from|cc|bcc|smtp|name|method|format|mode|priority|cto|rto")
-_MASK = "****"
 
 
 @dataclass(frozen=True)
@@ -116,79 +108,6 @@ class NotifyCounters:
         for route, c in snap.items():
             out.update({f"notify_{route}_{name}": getattr(c, name) for name in _COUNTER_NAMES})
         return out
-
-
-class _Redactor(logging.Filter):
-    """Masks known secrets in records of the loggers it is attached to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
-
-    def add(self, secrets: Iterable[str]) -> None:
-        with self._lock:
-            merged = set(self._secrets) | {s for s in secrets if s}
-            # Longest first, so a secret containing another is masked whole.
-            self._secrets = tuple(sorted(merged, key=len, reverse=True))
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, _MASK)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record must not break logging
-            message = str(record.msg)
-        masked = self.redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
-        return True
-
-
-_REDACTOR = _Redactor()
-for _name in _SECRET_SEEING_LOGGERS:
-    logging.getLogger(_name).addFilter(_REDACTOR)
-
-
-def redact(text: str) -> str:
-    """`text` with every secret of every configured notification URL masked."""
-    return _REDACTOR.redact(text)
-
-
-def _token_like(part: str) -> bool:
-    has_alpha = any(c.isalpha() for c in part)
-    has_digit = any(c.isdigit() for c in part)
-    return len(part) >= 16 or (len(part) >= 8 and has_alpha and has_digit)
-
-
-def _secrets_of(url: str) -> set[str]:
-    """What in `url` may be secret: the password, token-like path parts, query values."""
-    found = {url}
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return found
-    if password:
-        found |= {password, unquote(password), quote(unquote(password), safe="")}
-    for segment in parts.path.split("/"):
-        if _token_like(unquote(segment)):
-            found |= {segment, unquote(segment)}
-    for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if not _PLAIN_QUERY_KEY.fullmatch(key.lstrip("+-:").lower()) and len(value) >= 4:
-            found |= {value, quote(value, safe="")}
-    return found
 
 
 def _url(plugin: Any, *, privacy: bool) -> str:
@@ -275,7 +194,7 @@ class Notifier:
     @staticmethod
     def _build_route(name: str, urls: Sequence[str], min_interval_s: float | None) -> _Route:
         for url in urls:
-            _REDACTOR.add(_secrets_of(url))
+            REDACTOR.add(secrets_of(url))
         # Not async: one URL is notified at a time, so apprise need not fan out to its pool.
         route = _Route(apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False)))
         for index, url in enumerate(urls):
@@ -286,7 +205,7 @@ class Notifier:
                     f"route {name!r}: URL #{index + 1} (scheme {scheme!r}) is not a valid apprise URL"
                 )
             plugin = route.apprise[index]
-            _REDACTOR.add(_privacy_diff(plugin))
+            REDACTOR.add(_privacy_diff(plugin))
             if min_interval_s is not None:
                 plugin.request_rate_per_sec = min_interval_s
             label = redact(_url(plugin, privacy=True).split("?", 1)[0])
