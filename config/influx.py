@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from config.base import Loc, Secret, StrictModel, raise_problems
@@ -83,6 +83,26 @@ class InfluxSettings(StrictModel):
         default="30d",
         description="How long readings are kept: an InfluxQL duration (30d, 12w, 720h; at least "
         "1h) or INF. Readings older than this are rejected.",
+    )
+    downsample_policy: InfluxName | Literal[""] = Field(
+        default="rp_1h",
+        description="v1 retention policy of the hourly roll-up that long-range dashboards read, "
+        "fed by continuous queries the collector creates if missing; '' disables both.",
+    )
+    downsample_retention: str = Field(
+        default="730d",
+        description="How long the hourly roll-up is kept: an InfluxQL duration (at least 1h) "
+        "or INF.",
+    )
+    downsample_every: str = Field(
+        default="10m",
+        description="How often the continuous queries recompute the roll-up (RESAMPLE EVERY): "
+        "an InfluxQL duration; the current hour is visible in the roll-up this much later.",
+    )
+    downsample_for: str = Field(
+        default="2h",
+        description="How far back each continuous query run recomputes (RESAMPLE FOR, at least "
+        "1h): readings arriving later than this (long outages) miss the roll-up.",
     )
     org: str | None = Field(
         default=None, min_length=1, description="v2 only: the organisation (required for v2)."
@@ -174,6 +194,25 @@ class InfluxSettings(StrictModel):
             )
         return "INF" if seconds is None else value
 
+    @field_validator("downsample_retention", "downsample_every", "downsample_for")
+    @classmethod
+    def _check_downsample_duration(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            seconds = duration_seconds(value)
+        except ValueError:
+            seconds = -1.0
+        if seconds is None:
+            if info.field_name == "downsample_retention":
+                return "INF"
+            seconds = -1.0
+        if seconds <= 0:
+            raise PydanticCustomError(
+                "fleet_duration", "must be an InfluxQL duration such as 10m, 2h or 730d"
+            )
+        if info.field_name != "downsample_every" and seconds < _MIN_RETENTION_S:
+            raise PydanticCustomError("fleet_duration", "must be at least 1h")
+        return value
+
     @model_validator(mode="after")
     def _check_auth(self) -> InfluxSettings:
         problems: list[tuple[Loc, str]] = []
@@ -188,6 +227,8 @@ class InfluxSettings(StrictModel):
             problems.append(
                 (("token",), "set together with influx.username; use a token or a user, not both")
             )
+        if self.downsample_policy and self.downsample_policy == self.retention_policy:
+            problems.append((("downsample_policy",), "must differ from retention_policy"))
         if self.backoff_max_s < self.backoff_initial_s:
             problems.append((("backoff_max_s",), "must not be less than backoff_initial_s"))
         raise_problems(problems)

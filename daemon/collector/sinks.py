@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from config.influx import InfluxSettings
+from daemon.collector import rollup
 
 _LOG = logging.getLogger(__name__)
 
@@ -126,32 +127,84 @@ class V1Sink:
                 return WriteResult(400, "; ".join(errors))
         return result
 
+    def _show(self, *statements: str) -> tuple[WriteResult, list[list[list[Any]]]]:
+        """SHOW statements on our database in one request: the reply and, per statement,
+        every row of the series of our database."""
+        db = self._settings.database
+        result = self._request(
+            "GET", self._query_url, fields={"q": "; ".join(statements), "db": db}
+        )
+        rows: list[list[list[Any]]] = [[] for _ in statements]
+        if not result.ok:
+            return result, rows
+        results = _results(result.body)
+        errors = [str(r.get("error")) for r in results if r.get("error")]
+        if errors:
+            return WriteResult(400, "; ".join(errors)), rows
+        for index, result_ in enumerate(results[: len(statements)]):
+            for series in result_.get("series", []):
+                # SHOW CONTINUOUS QUERIES lists every database, one series each.
+                if series.get("name", db) == db:
+                    rows[index].extend(series.get("values", []))
+        return result, rows
+
+    def _policy_statement(self, name: str, duration: str, policies: set[str], default: bool) -> str:
+        duration = "INF" if duration.upper() == "INF" else duration
+        on = f"{_quote_ident(name)} ON {_quote_ident(self._settings.database)}"
+        if name in policies:
+            statement = f"ALTER RETENTION POLICY {on} DURATION {duration}"
+        else:
+            statement = f"CREATE RETENTION POLICY {on} DURATION {duration} REPLICATION 1"
+        return statement + (" DEFAULT" if default else "")
+
+    def _rollup_statements(self, policies: set[str], existing: dict[str, str]) -> list[str]:
+        """The downsampled policy and the continuous queries feeding it (see rollup.py)."""
+        s = self._settings
+        statements = [
+            self._policy_statement(
+                s.downsample_policy, s.downsample_retention, policies, default=False
+            )
+        ]
+        wanted = rollup.continuous_queries(
+            s.database,
+            s.retention_policy,
+            s.downsample_policy,
+            s.downsample_every,
+            s.downsample_for,
+        )
+        for cq in wanted:
+            # The server echoes a CQ with its identifiers unquoted: equal then means unchanged.
+            if existing.get(cq.name) == cq.statement.replace('"', ""):
+                continue
+            if cq.name in existing:
+                # A CQ cannot be altered; one whose settings changed is replaced.
+                _LOG.info("replacing continuous query %s (settings changed)", cq.name)
+                db = _quote_ident(s.database)
+                statements.append(f"DROP CONTINUOUS QUERY {_quote_ident(cq.name)} ON {db}")
+            statements.append(cq.statement)
+        return statements
+
     def bootstrap(self) -> WriteResult:
-        """Create the database and retention policy if missing (InfluxDB 1.x)."""
+        """Create what is missing on 1.x: the database, the raw retention policy (the
+        default), and the downsampled policy with its continuous queries. Three requests:
+        create the database, look, then every change in one multi-statement query."""
         s = self._settings
         if not s.create_database:
             return WriteResult(204, "")
-        db = _quote_ident(s.database)
-        result = self._query(f"CREATE DATABASE {db}")
+        result = self._query(f"CREATE DATABASE {_quote_ident(s.database)}")
         if not result.ok or not s.retention_policy:
             return result
-        duration = s.retention.upper() if s.retention.upper() == "INF" else s.retention
-        rp = _quote_ident(s.retention_policy)
-        exists = self._request(
-            "GET", self._query_url, fields={"q": "SHOW RETENTION POLICIES", "db": s.database}
+        result, (policy_rows, cq_rows) = self._show(
+            "SHOW RETENTION POLICIES", "SHOW CONTINUOUS QUERIES"
         )
-        if not exists.ok:
-            return exists
-        names = {
-            row[0]
-            for result_ in _results(exists.body)
-            for series in result_.get("series", [])
-            for row in series.get("values", [])
-        }
-        verb = "ALTER" if s.retention_policy in names else "CREATE"
-        statement = f"{verb} RETENTION POLICY {rp} ON {db} DURATION {duration}"
-        statement += " REPLICATION 1 DEFAULT" if verb == "CREATE" else " DEFAULT"
-        return self._query(statement)
+        if not result.ok:
+            return result
+        policies = {str(row[0]) for row in policy_rows}
+        statements = [self._policy_statement(s.retention_policy, s.retention, policies, True)]
+        if s.downsample_policy:
+            existing = {str(row[0]): str(row[1]) for row in cq_rows}
+            statements += self._rollup_statements(policies, existing)
+        return self._query("; ".join(statements))
 
     def close(self) -> None:
         self._http.clear()

@@ -1,0 +1,116 @@
+"""The hourly roll-up on InfluxDB 1.x: which aggregate of which field, as continuous queries.
+
+Long-range Grafana panels read `"<downsample_policy>".<measurement>` instead of the raw
+readings. `mean(*)` would do for numbers only: booleans and strings cannot be averaged and
+would vanish, and the wildcard renames every field to `mean_<field>`. So each measurement has
+its own continuous query with explicit aggregates; a field keeps its raw name for its main
+aggregate (mean for levels, last for states and positions) so a panel query reads the same on
+both policies, and extra aggregates get a suffix (`pct_min`, `speed_kmh_max`).
+
+RESAMPLE EVERY/FOR makes the server recompute the last hours again and again: the current
+hour shows up in the roll-up `downsample_every` after its readings, and readings an agent
+delivers late (store and forward) are still counted while they are younger than
+`downsample_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLLUP_INTERVAL = "1h"
+
+# (aggregate, raw field, roll-up field)
+_AGGREGATES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "battery": (
+        ("mean", "pct", "pct"),
+        ("min", "pct", "pct_min"),
+        ("max", "pct", "pct_max"),
+        ("first", "pct", "pct_first"),
+        ("last", "pct", "pct_last"),
+        ("mean", "voltage_v", "voltage_v"),
+        ("mean", "current_a", "current_a"),
+        ("mean", "temp_c", "temp_c"),
+        ("max", "temp_c", "temp_c_max"),
+        ("last", "health_pct", "health_pct"),
+        ("last", "charging", "charging"),
+        ("count", "pct", "samples"),
+    ),
+    "location": (
+        ("last", "lat", "lat"),
+        ("last", "lon", "lon"),
+        ("mean", "speed_kmh", "speed_kmh"),
+        ("max", "speed_kmh", "speed_kmh_max"),
+        ("count", "lat", "samples"),
+    ),
+    "status": (
+        ("last", "state", "state"),
+        ("last", "odometer_km", "odometer_km"),
+        ("spread", "odometer_km", "distance_km"),
+        ("last", "range_km", "range_km"),
+        ("max", "error_code", "error_code"),
+        ("mean", "rssi_dbm", "rssi_dbm"),
+        ("last", "locked", "locked"),
+        ("last", "firmware", "firmware"),
+        ("count", "state", "samples"),
+    ),
+}
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes, safe for any name."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuousQuery:
+    name: str
+    statement: str  # the CREATE CONTINUOUS QUERY statement
+
+
+def rollup_fields(measurement: str) -> dict[str, str]:
+    """Roll-up field -> the raw field it aggregates, for one measurement."""
+    return {alias: field for _, field, alias in _AGGREGATES[measurement]}
+
+
+def measurements() -> tuple[str, ...]:
+    return tuple(_AGGREGATES)
+
+
+def select_into(
+    database: str, raw_policy: str, rollup_policy: str, measurement: str, where: str = ""
+) -> str:
+    """The SELECT ... INTO of one measurement's roll-up (the body of its CQ; also a backfill)."""
+    db = quote_ident(database)
+    columns = ", ".join(
+        f"{agg}({quote_ident(field)}) AS {quote_ident(alias)}"
+        for agg, field, alias in _AGGREGATES[measurement]
+    )
+    m = quote_ident(measurement)
+    source = f"{db}.{quote_ident(raw_policy)}.{m}"
+    target = f"{db}.{quote_ident(rollup_policy)}.{m}"
+    where_clause = f" WHERE {where}" if where else ""
+    # "*" in GROUP BY keeps the tags as tags; without it INTO would turn them into fields.
+    return (
+        f"SELECT {columns} INTO {target} FROM {source}{where_clause} "  # noqa: S608 - quoted ids
+        f"GROUP BY time({ROLLUP_INTERVAL}), *"
+    )
+
+
+def cq_name(measurement: str, rollup_policy: str) -> str:
+    return f"cq_{measurement}_{rollup_policy}"
+
+
+def continuous_queries(
+    database: str, raw_policy: str, rollup_policy: str, every: str, lookback: str
+) -> list[ContinuousQuery]:
+    """One CQ per measurement, recomputing the last `lookback` every `every`."""
+    queries = []
+    for measurement in _AGGREGATES:
+        name = cq_name(measurement, rollup_policy)
+        body = select_into(database, raw_policy, rollup_policy, measurement)
+        statement = (
+            f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(database)} "
+            f"RESAMPLE EVERY {every} FOR {lookback} BEGIN {body} END"
+        )
+        queries.append(ContinuousQuery(name, statement))
+    return queries
