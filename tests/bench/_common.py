@@ -72,6 +72,7 @@ def write_bench_config(
     broker: MosquittoServer,
     influx: InfluxServer,
     client_id: str = "bench-collector",
+    alerts: str = "",
 ) -> Path:
     """The collector's config with production defaults (flush 1 s, fsync on, batch 5,000)
     except where the bench needs otherwise: test servers, INFO logging."""
@@ -98,6 +99,7 @@ path = "{workdir / (client_id + "-spool.sqlite")}"
 
 [alerts]
 state_path = "{workdir / (client_id + "-alerts.sqlite")}"
+{alerts}
 
 [http]
 bind = "127.0.0.1:0"
