@@ -82,6 +82,7 @@ class Writer:
         self._shutdown_grace_s = shutdown_grace_s
         self._wake = threading.Event()
         self._needs_bootstrap = True
+        self._retry: tuple[list[SpoolRow], bytes] | None = None
         self._attempt = 0
         self._failing_since: float | None = None
         self.counters = WriterCounters()
@@ -145,10 +146,16 @@ class Writer:
                     result.status,
                 )
             self._needs_bootstrap = False
-        rows = self._spool.head(self._cap)
-        if not rows:
-            return None
-        body = "\n".join(row.lines for row in rows).encode()
+        # A batch that failed is retried as it was (same bytes, read once), not re-read
+        # from the spool on every attempt of a long outage.
+        if self._retry is not None and len(self._retry[0]) <= self._cap:
+            rows, body = self._retry
+        else:
+            rows = self._spool.head(self._cap)
+            if not rows:
+                return None
+            body = "\n".join(row.lines for row in rows).encode()
+        self._retry = None
         started = time.monotonic()
         result = self._sink.write(body)
         elapsed_ms = (time.monotonic() - started) * 1000
@@ -163,6 +170,7 @@ class Writer:
         if result.status == 404 or "retention policy not found" in result.body:
             # The database or policy vanished under us (a reset server): recreate it.
             self._needs_bootstrap = True
+        self._retry = (rows, body)
         return self._failed(result)
 
     def _succeeded(self, rows: list[SpoolRow], elapsed_ms: float) -> None:
