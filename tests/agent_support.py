@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -22,9 +21,9 @@ from config import FleetSettings, load_settings
 from daemon import wire
 from daemon.agent.app import Agent
 from daemon.agent.registry import DriverSpec, wall_ms
-from daemon.mqtt import Inbound, MqttLink
 from drivers.base import DriverSink
 from drivers.readings import Battery, Reading, State, Status
+from tests.harness.fleet import Listener
 from tests.harness.servers import MosquittoServer
 from tests.harness.waiting import wait_until
 
@@ -172,53 +171,11 @@ def running_agent(agent: Agent) -> Iterator[Agent]:
         raise errors[0]
 
 
-class Subscriber:
-    """Every message on a topic filter, in arrival order; optionally a persistent session."""
-
-    def __init__(
-        self,
-        settings: FleetSettings,
-        broker: MosquittoServer,
-        topic: str,
-        *,
-        persistent: bool = False,
-    ) -> None:
-        self.messages: list[Inbound] = []
-        self._lock = threading.Lock()
-        self.client_id = f"test-sub-{os.getpid()}-{next(_ids)}"
-        since = broker.log_offset()
-        self._link = MqttLink(
-            settings.mqtt,
-            client_id=self.client_id,
-            persistent=persistent,
-            subscriptions=[topic],
-            on_message=self._on_message,
-        )
-        self._undo = self._link.start()
-        broker.wait_subscribed(self.client_id, topic, since=since)
-
-    def _on_message(self, message: Inbound) -> None:
-        with self._lock:
-            self.messages.append(message)
-
-    def payloads(self, topic: str | None = None, *, retained: bool = False) -> list[bytes]:
-        """Payloads published while subscribed; with `retained`, also what the broker kept
-        from before (on a shared broker that may be another test's)."""
-        with self._lock:
-            return [
-                m.payload
-                for m in self.messages
-                if (topic is None or m.topic == topic) and (retained or not m.retain)
-            ]
-
-    def json(self, topic: str | None = None) -> list[dict[str, object]]:
-        return [json.loads(p) for p in self.payloads(topic)]
+class Subscriber(Listener):
+    """A listener that also reads telemetry seq numbers."""
 
     def seqs(self, topic: str | None = None) -> list[int]:
         return [int(str(doc["seq"])) for doc in self.json(topic)]
-
-    def close(self) -> None:
-        self._undo()
 
 
 def retained(settings: FleetSettings, broker: MosquittoServer, topic: str) -> bytes | None:

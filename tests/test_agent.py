@@ -111,7 +111,7 @@ def test_an_invalid_reading_is_dropped_without_a_seq_gap(
         assert agent.invalid_readings == 1
         assert script.runs == 1  # the driver was not disturbed
     assert sub.seqs() == [1, 2, 3]
-    assert [doc["battery"]["pct"] for doc in sub.json()] == script.values  # type: ignore[index]
+    assert [doc["battery"]["pct"] for doc in sub.json()] == script.values
     sub.close()
 
 

@@ -122,7 +122,7 @@ min_interval_s = 0.05
         sub = Subscriber(settings, mqtt_broker, topic)
         with running_agent(Agent(settings)):
             wait_until(lambda: len(sub.json(topic)) >= 2, message="2 positions")
-        location: dict[str, Any] = sub.json(topic)[0]["location"]  # type: ignore[assignment]
+        location: dict[str, Any] = sub.json(topic)[0]["location"]
         assert location["lat"] == pytest.approx(41.2705, abs=1e-6)
         assert location["lon"] == pytest.approx(-72.947, abs=1e-6)
         assert location["speed_kmh"] == pytest.approx(5 * 1.852, abs=0.01)
@@ -152,7 +152,7 @@ offline_after_s = 30
         wait_until(lambda: air.scanners, message="scanner started")
         agent.on_loop(air.advertise_raw, MAC, HANDHELD_ADVERT, -70)
         wait_until(lambda: sub.json(topic), message="a BTHome reading")
-        battery: dict[str, Any] = sub.json(topic)[0]["battery"]  # type: ignore[assignment]
+        battery: dict[str, Any] = sub.json(topic)[0]["battery"]
         assert battery == {"pct": 93.0, "voltage_v": 3.492, "temp_c": 24.6}
         # No advert for a watchdog period: the BLE driver (and its scanner) is restarted.
         starts = air.scanner_starts

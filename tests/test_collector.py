@@ -205,7 +205,7 @@ def test_bad_input_is_dead_lettered_with_its_reason_counted_and_the_collector_ke
     finally:
         dead.close()
     assert stored == [{"time": TS_MS, "seq": 1843}]
-    letters = dead.payloads()
+    letters = dead.json()
     assert [d["reason"] for d in letters] == [reason for *_, reason in BAD_INPUTS]
     assert [d["topic"] for d in letters] == [topic for _, topic, _, _ in BAD_INPUTS]
     for letter in letters:

@@ -79,7 +79,7 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
             assert acked[0]["rule"] == "battery_critical"
 
             def retained_ack() -> bool:
-                payloads = alerts.payloads()
+                payloads = alerts.json()
                 return any(
                     p["rule"] == "battery_critical" and p["acknowledged_by"] == "Sgt. Reyes"
                     for p in payloads

@@ -28,6 +28,7 @@ from daemon.alerts.notify import Notifier, RetryPolicy
 from daemon.collector.app import Collector
 from daemon.mqtt import Inbound, MqttLink
 from daemon.wire import Reading
+from tests.harness.fleet import Listener
 from tests.harness.http_receiver import HttpReceiver
 from tests.harness.servers import MosquittoServer
 from tests.harness.smtp import SmtpServer
@@ -145,17 +146,7 @@ class AlertTopics:
         self.history: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         topic = f"{PREFIX}/{wire.VERSION}/+/alerts/+/+"
-        client_id = f"test-alerts-{os.getpid()}-{next(_ids)}"
-        since = broker.log_offset()
-        self._link = MqttLink(
-            settings.mqtt,
-            client_id=client_id,
-            persistent=False,
-            subscriptions=[topic],
-            on_message=self._on_message,
-        )
-        self._undo = self._link.start()
-        broker.wait_subscribed(client_id, topic, since=since)
+        self._listener = Listener(settings, broker, topic, on_message=self._on_message)
 
     def _on_message(self, message: Inbound) -> None:
         if message.retain or not message.payload:
@@ -192,7 +183,7 @@ class AlertTopics:
         return wait_until(ready, timeout=timeout, message=f"{device}/{rule} {state} {fields}")
 
     def close(self) -> None:
-        self._undo()
+        self._listener.close()
 
 
 class EngineProbe:

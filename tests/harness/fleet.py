@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,30 +105,53 @@ def publisher(settings: FleetSettings, name: str = "pub") -> Iterator[MqttLink]:
 
 
 class Listener:
-    """Collects every message on a topic filter (for dead letters and alerts)."""
+    """Every message on a topic filter, in arrival order (dead letters, alerts, availability).
 
-    def __init__(self, settings: FleetSettings, broker: MosquittoServer, topic: str) -> None:
+    `payloads()` and `json()` give what was published while listening; retained messages the
+    broker kept from before (on a shared broker, possibly another test's) only on request.
+    `on_message`, if given, sees each message too (on paho's thread).
+    """
+
+    def __init__(
+        self,
+        settings: FleetSettings,
+        broker: MosquittoServer,
+        topic: str,
+        *,
+        persistent: bool = False,
+        on_message: Callable[[Inbound], None] | None = None,
+    ) -> None:
         self.messages: list[Inbound] = []
         self._lock = threading.Lock()
-        client_id = f"test-listen-{os.getpid()}-{next(_ids)}"
+        self._hook = on_message
+        self.client_id = f"test-listen-{os.getpid()}-{next(_ids)}"
         since = broker.log_offset()
         self._link = MqttLink(
             settings.mqtt,
-            client_id=client_id,
-            persistent=False,
+            client_id=self.client_id,
+            persistent=persistent,
             subscriptions=[topic],
             on_message=self._on_message,
         )
         self._undo = self._link.start()
-        broker.wait_subscribed(client_id, topic, since=since)
+        broker.wait_subscribed(self.client_id, topic, since=since)
 
     def _on_message(self, message: Inbound) -> None:
         with self._lock:
             self.messages.append(message)
+        if self._hook is not None:
+            self._hook(message)
 
-    def payloads(self) -> list[dict[str, Any]]:
+    def payloads(self, topic: str | None = None, *, retained: bool = False) -> list[bytes]:
         with self._lock:
-            return [json.loads(m.payload) for m in self.messages]
+            return [
+                m.payload
+                for m in self.messages
+                if (topic is None or m.topic == topic) and (retained or not m.retain)
+            ]
+
+    def json(self, topic: str | None = None) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.payloads(topic)]
 
     def close(self) -> None:
         self._undo()
