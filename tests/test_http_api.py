@@ -89,3 +89,57 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
             assert call(port, "/nowhere")[0] == 404
     finally:
         alerts.close()
+
+
+def test_a_silence_mutes_notifications_but_not_the_alert(settings, mqtt_broker):
+    with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
+        port = collector.http.port
+        assert call(port, "/silences", {"device": "sw-06", "reason": "in repair"})[0] == 400
+        assert (
+            call(
+                port,
+                "/silences",
+                {"device": "sw-06", "reason": "x", "by": "y", "until": "2030-01-01T00:00"},
+            )[0]
+            == 400
+        )
+        assert call(port, "/silences", {"reason": "in repair", "by": "Tech", "hours": 2})[0] == 400
+        status, silence = call(
+            port,
+            "/silences",
+            {"device": "sw-06", "reason": "in repair", "by": "Tech Ortiz", "hours": 2},
+        )
+        assert status == 201
+        assert (silence["device"], silence["rule"], silence["by"]) == ("sw-06", None, "Tech Ortiz")
+        assert call(port, "/silences")[1] == [silence]
+
+        now = int(time.time() * 1000)
+        pub.publish("fleet/v1/allingtown/segway/sw-06/telemetry", telemetry("sw-06", 1, now, pct=4))
+        pub.publish(TOPIC, telemetry("sw-05", 1, now, pct=4))
+
+        def fired() -> list[str]:
+            return sorted(
+                a["device"] for a in call(port, "/alerts")[1] if a["rule"] == "battery_critical"
+            )
+
+        wait_until(lambda: fired() == ["sw-05", "sw-06"], timeout=15, message="both alerts fire")
+        alerts = collector.alerts
+        assert alerts is not None
+        # Both published (an event counts before its notification is decided) ...
+        wait_until(lambda: alerts.counters.events >= 2, timeout=10, message="both published")
+
+        status, removed = call_delete(port, f"/silences/{silence['id']}")
+        assert (status, removed) == (200, {"removed": silence["id"]})
+        assert call(port, "/silences")[1] == []
+        assert call_delete(port, f"/silences/{silence['id']}")[0] == 404
+        # ... and of the two, only sw-05's was told to people.
+        assert alerts.counters.notified == 1
+
+
+def call_delete(port: int, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

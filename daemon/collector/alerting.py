@@ -16,12 +16,14 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from config import FleetSettings
 from daemon import wire
 from daemon.alerts.engine import AlertEngine
-from daemon.alerts.model import Action, AlertEvent
+from daemon.alerts.model import Action, AlertEvent, Silence
 from daemon.alerts.notify import Notifier, RetryPolicy
+from daemon.alerts.schedule import iso_utc
 from daemon.alerts.store import AlertStore
 from daemon.alerts.text import alert_json
 from daemon.spool import Entry, Spool
@@ -140,6 +142,35 @@ class AlertService:
     def acknowledge(self, device: str, rule: str, by: str) -> None:
         self._inbox.put(lambda now: self.engine.acknowledge(device, rule, by[:64], now))
 
+    # Silences ("in repair"): the engine is thread-safe, so these answer at once.
+
+    def list_silences(self) -> list[dict[str, object]]:
+        return [_silence_dict(s) for s in self.engine.silences(self._clock_ms())]
+
+    def add_silence(self, body: dict[str, object]) -> dict[str, object]:
+        """From the HTTP API: {"device"?, "rule"?, "until" (ISO-8601) or "hours", "reason", "by"};
+        ValueError says what is wrong."""
+        now = self._clock_ms()
+        device, rule = _optional_str(body, "device"), _optional_str(body, "rule")
+        if device is None and rule is None:
+            raise ValueError('name a "device", a "rule" or both (silencing everything is refused)')
+        reason, by = body.get("reason"), body.get("by")
+        if not isinstance(by, str) or not by.strip():
+            raise ValueError('say who silences: "by"')
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError('say why: "reason" (e.g. "in repair")')
+        until_ms = _until_ms(body, now)
+        if until_ms <= now:
+            raise ValueError("the silence must end in the future")
+        silence = self.engine.silence(
+            device, rule, until_ms, reason.strip()[:200], by.strip()[:64], now_ms=now
+        )
+        _LOG.info("silence %d by %s: %s/%s until %s", silence.id, by, device, rule, until_ms)
+        return _silence_dict(silence)
+
+    def remove_silence(self, silence_id: int) -> bool:
+        return self.engine.unsilence(silence_id)
+
     # --- the alert thread --------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -206,6 +237,40 @@ class AlertService:
             notify_type=_NOTIFY_TYPE.get((event.action, severity), "info"),
         )
         self.counters.notified += 1
+
+
+def _optional_str(body: dict[str, object], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or isinstance(value, str):
+        return value or None
+    raise ValueError(f'"{key}" must be a string')
+
+
+def _until_ms(body: dict[str, object], now_ms: int) -> int:
+    until, hours = body.get("until"), body.get("hours")
+    if isinstance(hours, int | float) and not isinstance(hours, bool):
+        return now_ms + int(hours * 3_600_000)
+    if isinstance(until, str):
+        try:
+            when = datetime.fromisoformat(until)
+        except ValueError:
+            raise ValueError('"until" is not an ISO-8601 time') from None
+        if when.tzinfo is None:
+            raise ValueError('"until" needs a time zone (e.g. 2026-12-01T07:00:00-05:00)')
+        return int(when.timestamp() * 1000)
+    raise ValueError('say until when: "until" (ISO-8601 with zone) or "hours"')
+
+
+def _silence_dict(s: Silence) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "device": s.device,
+        "rule": s.rule,
+        "until": iso_utc(s.until_ms),
+        "reason": s.reason,
+        "by": s.by,
+        "created": iso_utc(s.created_ms),
+    }
 
 
 def _ack_author(text: str) -> str | None:

@@ -112,6 +112,7 @@ class Collector:
             health=self._health,
             alerts=self._open_alerts if self.alerts is not None else None,
             acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
+            silences=self.alerts,
         )
         self.stats = StatsReporter(
             site=settings.site.id,

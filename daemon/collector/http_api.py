@@ -1,8 +1,11 @@
 """The collector's small HTTP API: health, open alerts, acknowledgements.
 
-    GET  /healthz                          200 when MQTT is connected, else 503; JSON details
-    GET  /alerts                           the firing alerts, as their retained JSON
-    POST /alerts/{device}/{rule}/ack       body {"by": "name"} (or by=name): stops the repeats
+    GET    /healthz                        200 when MQTT is connected, else 503; JSON details
+    GET    /alerts                         the firing alerts, as their retained JSON
+    POST   /alerts/{device}/{rule}/ack     body {"by": "name"} (or by=name): stops the repeats
+    GET    /silences                       the silences in force
+    POST   /silences                       {"device"?, "rule"?, "until" | "hours", "reason", "by"}
+    DELETE /silences/{id}                  ends a silence early
 
 It binds `http.bind` (127.0.0.1:8080 by default: the station's own machine).
 There is no authentication: put a reverse proxy with authentication in front of
@@ -16,13 +19,21 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from daemon.alerts.text import alert_dict
 
 _LOG = logging.getLogger(__name__)
 _MAX_BODY = 4096
+
+
+class SilenceApi(Protocol):
+    def list_silences(self) -> list[dict[str, object]]: ...
+
+    def add_silence(self, body: dict[str, object]) -> dict[str, object]: ...
+
+    def remove_silence(self, silence_id: int) -> bool: ...
 
 
 class HttpApi:
@@ -34,6 +45,7 @@ class HttpApi:
         health: Callable[[], tuple[bool, dict[str, Any]]],
         alerts: Callable[[], list[dict[str, object]]] | None,
         acknowledge: Callable[[str, str, str], None] | None,
+        silences: SilenceApi | None = None,
     ) -> None:
         api = self
 
@@ -46,10 +58,15 @@ class HttpApi:
                     self._json(200 if ok else 503, details)
                 elif self.path == "/alerts" and alerts is not None:
                     self._json(200, alerts())
+                elif self.path == "/silences" and silences is not None:
+                    self._json(200, silences.list_silences())
                 else:
                     self._json(404, {"error": "not found"})
 
             def do_POST(self) -> None:
+                if self.path == "/silences" and silences is not None:
+                    self._add_silence(silences)
+                    return
                 parts = self.path.strip("/").split("/")
                 if len(parts) != 4 or parts[0] != "alerts" or parts[3] != "ack" or not acknowledge:
                     self._json(404, {"error": "not found"})
@@ -60,6 +77,25 @@ class HttpApi:
                     return
                 acknowledge(parts[1], parts[2], by)
                 self._json(202, {"accepted": True, "device": parts[1], "rule": parts[2], "by": by})
+
+            def do_DELETE(self) -> None:
+                parts = self.path.strip("/").split("/")
+                if len(parts) != 2 or parts[0] != "silences" or silences is None:
+                    self._json(404, {"error": "not found"})
+                    return
+                if not parts[1].isdigit() or not silences.remove_silence(int(parts[1])):
+                    self._json(404, {"error": f"no silence {parts[1][:20]}"})
+                    return
+                self._json(200, {"removed": int(parts[1])})
+
+            def _add_silence(self, api: SilenceApi) -> None:
+                try:
+                    body = json.loads(self._body() or b"{}")
+                    if not isinstance(body, dict):
+                        raise ValueError("send a JSON object")
+                    self._json(201, api.add_silence(body))
+                except ValueError as exc:
+                    self._json(400, {"error": str(exc)})
 
             def _body(self) -> bytes:
                 length = min(int(self.headers.get("Content-Length") or 0), _MAX_BODY)
