@@ -344,11 +344,22 @@ def _unit_entries(path: Path) -> dict[str, list[str]]:
     return entries
 
 
-UNIT = ROOT / "systemd" / "fleet-collector.service"
+UNITS = {
+    "fleet-collector.service": (
+        "collector",
+        [
+            "influx.token:/etc/fleet/credentials/influx.token",
+            "mqtt.password:/etc/fleet/credentials/mqtt.password",
+        ],
+    ),
+    "fleet-agent.service": ("agent", ["mqtt.password:/etc/fleet/credentials/mqtt.password"]),
+}
 
 
-def test_unit_execstart_names_the_real_console_script_and_command():
-    entries = _unit_entries(UNIT)
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_execstart_names_the_real_console_script_and_command(name):
+    command, credentials = UNITS[name]
+    entries = _unit_entries(ROOT / "systemd" / name)
     (exec_start,) = entries["Service.ExecStart"]
     binary, *argv = exec_start.split()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -357,23 +368,22 @@ def test_unit_execstart_names_the_real_console_script_and_command():
     from daemon.cli import build_parser
 
     args = build_parser().parse_args(argv)
-    assert args.command == "collector"
+    assert args.command == command
     assert str(args.config) == "/etc/fleet/fleet.toml"
     assert entries["Service.RestartPreventExitStatus"] == ["78"]
     assert entries["Service.StateDirectory"] == ["fleet"]
-    assert sorted(entries["Service.LoadCredential"]) == [
-        "influx.token:/etc/fleet/credentials/influx.token",
-        "mqtt.password:/etc/fleet/credentials/mqtt.password",
-    ]
+    assert sorted(entries["Service.LoadCredential"]) == credentials
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
-def test_unit_passes_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_passes_systemd_analyze_verify(tmp_path, name):
     # verify insists the ExecStart binary exists: point it at this checkout's.
     fleet = Path(sys.executable).parent / "fleet"
     assert fleet.exists(), "console script missing: pip install -e .[dev]"
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/opt/fleet/.venv/bin/fleet", str(fleet)))
+    unit = tmp_path / name
+    text = (ROOT / "systemd" / name).read_text()
+    unit.write_text(text.replace("/opt/fleet/.venv/bin/fleet", str(fleet)))
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
     )
