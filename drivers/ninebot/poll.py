@@ -53,7 +53,8 @@ class ReadRequest:
 # Quick block, range, BMS status block each cycle; firmware and cells less often.
 SCHEDULE: tuple[ReadRequest, ...] = (
     ReadRequest(Target.ESC, 0xB0, 32),  # error, alarm, state bits, %, speed, odometer, trip, temp
-    ReadRequest(Target.ESC, 0x24, 4),  # actual and predicted remaining range
+    # Remaining range moves slowly: every 10th cycle keeps it fresh at a third less traffic.
+    ReadRequest(Target.ESC, 0x24, 4, every=10),  # actual and predicted remaining range
     ReadRequest(Target.BMS, 0x30, 24),  # status bits, mAh, %, current, voltage, temps ... health
     ReadRequest(Target.BMS, 0x40, 32, every=10),  # cell voltages 1-16
     ReadRequest(Target.ESC, 0x1A, 2, every=60),  # firmware version
