@@ -43,7 +43,11 @@ DATABASE = "fleet"
 TOPIC_PREFIX = "fleet"
 CLIENT_ID = "fleet-collector"
 STATUS_EVERY_S = 5.0
-SIMULATE_ARGS = ["--segways", "6", "--handhelds", "4", "--rate", "1", "--speedup", "10"]
+SIMULATE_ARGS = [
+    *("--segways", "6", "--handhelds", "4", "--rate", "1", "--speedup", "10"),
+    # A few things for the alert engine to find.
+    *("--low-battery", "sw-04=9", "--fault", "sw-05=14", "--unplugged", "sw-06"),
+]
 
 # Registered devices: the simulator uses these first, with their site and kind;
 # the rest of the fleet is unregistered (accepted, default site rules).
@@ -88,6 +92,12 @@ path = "{run_dir / "spool.sqlite"}"
 
 [http]
 bind = "{HTTP_BIND}"
+
+[alerts]
+state_path = "{run_dir / "alerts.sqlite"}"
+
+[agent]
+outbox_path = "{run_dir / "agent-outbox.sqlite"}"
 {devices}"""
 
 
@@ -182,7 +192,12 @@ class Demo:
             f"  query it:      curl -G {self.influx.url}/query --data-urlencode db={DATABASE}"
             f' --data-urlencode "q={q}"'
         )
-        say(f"collector HTTP   http://{HTTP_BIND}/  (when the collector serves it)")
+        say(f"open alerts      curl http://{HTTP_BIND}/alerts")
+        if shutil.which("mosquitto_sub"):
+            say(
+                f"  as they change: mosquitto_sub -h 127.0.0.1 -p {MQTT_PORT} -t 'fleet/v1/+/alerts/#' -v"
+            )
+        say(f"collector health curl http://{HTTP_BIND}/healthz")
         say(f"config and logs  {self.run_dir}/ (fleet.toml, collector.log, simulate.log)")
         say()
 
