@@ -26,6 +26,15 @@ class SiteSettings(StrictModel):
         max_length=200,
         description="Human name of the site, used in alert messages and on the readiness board.",
     )
+    others: dict[IdStr, str] = Field(
+        default_factory=dict,
+        description="Human names of the other sites this collector hears from (site id -> "
+        'name, e.g. westhaven = "West Haven downtown"); a site not named shows its id.',
+    )
+
+    def names(self) -> dict[str, str]:
+        """Every known site's human name, this one's included."""
+        return {**self.others, self.id: self.name}
 
 
 class DeviceConfig(StrictModel):

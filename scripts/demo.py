@@ -76,6 +76,7 @@ def fleet_toml(run_dir: Path) -> str:
 [site]
 id = "allingtown"
 name = "Allingtown"
+others = {{ westhaven = "West Haven downtown" }}
 
 [mqtt]
 host = "127.0.0.1"

@@ -844,3 +844,12 @@ def test_the_fleet_console_script_runs_check_config(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"{path}: mqtt.port: Input should be greater than or equal to 1"
     ]
+
+
+def test_site_names_cover_this_site_and_the_others() -> None:
+    from config import SiteSettings
+
+    site = SiteSettings(id="allingtown", name="Allingtown", others={"westhaven": "West Haven"})
+    assert site.names() == {"allingtown": "Allingtown", "westhaven": "West Haven"}
+    with pytest.raises(ValidationError):
+        SiteSettings(others={"west haven": "West Haven"})

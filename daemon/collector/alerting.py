@@ -83,7 +83,7 @@ class AlertService:
         self.engine = AlertEngine(
             alerts,
             store=AlertStore(alerts.state_path),
-            site_names={settings.site.id: settings.site.name},
+            site_names=settings.site.names(),
             device_names={d.id: d.name for d in settings.devices if d.name},
         )
         n = alerts.notify
