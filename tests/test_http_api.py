@@ -143,3 +143,32 @@ def call_delete(port: int, path: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_a_taken_http_port_stops_the_collector_with_a_clear_reason(
+    tmp_path, mqtt_broker, influx, tmp_db
+):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
+        config.write_text(
+            config.read_text().replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"')
+        )
+        fleet = str(Path(sys.executable).with_name("fleet"))
+        result = subprocess.run(
+            [fleet, "collector", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "cannot start the collector" in result.stderr
+    assert "Address already in use" in result.stderr

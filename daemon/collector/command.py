@@ -36,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
 
     from daemon.collector.app import Collector
 
-    collector = Collector(settings)
+    try:
+        collector = Collector(settings)
+    except OSError as exc:
+        # The usual cause: http.bind's port is taken (another collector?) or the spool's
+        # directory is not writable. Exit 1: systemd retries, unlike a bad config (78).
+        _LOG.error("cannot start the collector: %s", exc)
+        return 1
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
