@@ -171,7 +171,7 @@ def test_ble_watchdog_restarts_only_the_ble_drivers_when_adverts_stop(
     serial = Script(device="sw-06")
     specs = [scripted_spec(ble, ble=True, kind="handheld"), scripted_spec(serial)]
     with running_agent(Agent(settings, specs=specs)) as agent:
-        wait_until(lambda: ble.runs == 2, timeout=5, message="BLE driver restarted")
+        wait_until(lambda: ble.runs == 2, timeout=20, message="BLE driver restarted")
         assert agent.watchdog.restarts == 1
         # Adverts flow again: no further restarts for more than two periods.
         emitted = ble.emitted

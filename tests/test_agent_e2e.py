@@ -156,7 +156,7 @@ offline_after_s = 30
         assert battery == {"pct": 93.0, "voltage_v": 3.492, "temp_c": 24.6}
         # No advert for a watchdog period: the BLE driver (and its scanner) is restarted.
         starts = air.scanner_starts
-        wait_until(lambda: air.scanner_starts > starts, timeout=5, message="scanner restarted")
+        wait_until(lambda: air.scanner_starts > starts, timeout=20, message="scanner restarted")
         assert agent.watchdog.restarts >= 1
         assert agent.drivers[0].failures == 0
     sub.close()

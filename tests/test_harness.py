@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_wait_until_returns_the_first_truthy_value():
     values: Iterator[object] = iter([0, None, "", [], "ready", "later"])
-    assert wait_until(lambda: next(values), timeout=5, interval=0) == "ready"
+    assert wait_until(lambda: next(values), timeout=20, interval=0) == "ready"
 
 
 def test_wait_until_names_the_condition_and_the_last_value_on_timeout():
@@ -114,7 +114,7 @@ class Subscriber:
     def connect(self) -> None:
         self.client.connect(self.broker.host, self.broker.port)
         self.client.loop_start()
-        wait_until(self.client.is_connected, timeout=5, message="subscriber connected")
+        wait_until(self.client.is_connected, timeout=20, message="subscriber connected")
 
     def subscribe(self, topic: str) -> None:
         since = self.broker.log_offset()
@@ -158,7 +158,7 @@ def test_broker_carries_a_qos1_message_from_publisher_to_subscriber(mqtt_broker)
     with subscriber(mqtt_broker, "harness-roundtrip") as sub:
         sub.subscribe("harness/roundtrip")
         publish_all(mqtt_broker, "harness/roundtrip", [b"hello"])
-        wait_until(sub.count, timeout=5, message="message received")
+        wait_until(sub.count, timeout=20, message="message received")
         assert sub.payloads() == [b"hello"]
         assert sub.messages[0].topic == "harness/roundtrip"
 
@@ -180,7 +180,7 @@ def test_a_manual_ack_subscriber_gets_more_than_20_messages_in_flight(make_broke
         sub.subscribe("harness/inflight")
         publish_all(broker, "harness/inflight", [str(i).encode() for i in range(200)])
         # Nothing is acknowledged, so mosquitto's default would stop at 20.
-        wait_until(lambda: sub.count() == 200, timeout=5, message="200 unacked in flight")
+        wait_until(lambda: sub.count() == 200, timeout=20, message="200 unacked in flight")
 
 
 def test_clean_restart_keeps_port_retained_and_queued_messages(make_broker):
@@ -199,7 +199,7 @@ def test_clean_restart_keeps_port_retained_and_queued_messages(make_broker):
     assert broker.running
 
     with subscriber(broker, "harness-restart", clean=False) as sub:
-        wait_until(lambda: sub.count() >= 3, timeout=5, message="queued + retained after restart")
+        wait_until(lambda: sub.count() >= 3, timeout=20, message="queued + retained after restart")
         assert sorted(sub.payloads()) == [b"kept", b"q1", b"q2"]
 
 
@@ -255,7 +255,7 @@ def test_a_broker_does_not_outlive_the_process_that_started_it(tmp_path, ending)
     assert result.returncode == (-9 if ending == "SIGKILL" else 0), result.stderr
     pid = int(result.stdout.split()[0])
     try:
-        wait_until(lambda: not _alive(pid), timeout=5, message=f"broker pid {pid} gone")
+        wait_until(lambda: not _alive(pid), timeout=20, message=f"broker pid {pid} gone")
     finally:
         if _alive(pid):  # do not leave it behind when the test fails
             os.kill(pid, signal.SIGKILL)

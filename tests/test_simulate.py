@@ -609,10 +609,10 @@ def test_simulate_publishes_to_a_real_broker(mqtt_broker, monkeypatch, capsys):
             with lock:
                 return [m for m in received if m[0].endswith("/telemetry")]
 
-        wait_until(lambda: len(telemetry()) >= 12, timeout=5, message="12 readings")
+        wait_until(lambda: len(telemetry()) >= 12, timeout=20, message="12 readings")
         wait_until(
             lambda: sum(1 for m in received if m[1] == b"offline" and not m[2]) >= 4,
-            timeout=5,
+            timeout=20,
             message="offline availability of 4 devices",
         )
     finally:

@@ -170,7 +170,7 @@ class AlertTopics:
         return found[-1] if found else None
 
     def wait(
-        self, device: str, rule: str, state: str, *, timeout: float = 5, **fields: Any
+        self, device: str, rule: str, state: str, *, timeout: float = 20, **fields: Any
     ) -> dict[str, Any]:
         """Wait until the newest alert of (device, rule) is in `state` (and has `fields`)."""
 
@@ -236,20 +236,20 @@ class EngineProbe:
         """Wake the alert thread now rather than after up to a second (an ack of nothing)."""
         self._service.acknowledge("-nudge-", "-", "probe")
 
-    def wait_tick(self, at_ms: int, timeout: float = 5) -> None:
+    def wait_tick(self, at_ms: int, timeout: float = 20) -> None:
         self.nudge()
         wait_until(
             lambda: self.last_tick_ms >= at_ms, timeout=timeout, message=f"a tick at {at_ms}"
         )
 
-    def wait_agent(self, agent: str, online: bool, timeout: float = 5) -> None:
+    def wait_agent(self, agent: str, online: bool, timeout: float = 20) -> None:
         wait_until(
             lambda: (agent, online) in self.agents,
             timeout=timeout,
             message=f"the engine heard agent {agent} online={online}",
         )
 
-    def wait_observed(self, device: str, ts_ms: int, timeout: float = 5) -> None:
+    def wait_observed(self, device: str, ts_ms: int, timeout: float = 20) -> None:
         wait_until(
             lambda: (device, ts_ms) in self.observed,
             timeout=timeout,
