@@ -149,7 +149,9 @@ class MqttLink:
         return self.stop
 
     def stop(self) -> None:
-        self._client.disconnect()
+        if self._connected.is_set():
+            # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
+            self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
 
