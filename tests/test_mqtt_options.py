@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -13,10 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from config import load_settings
+from config import FleetSettings, load_settings
 from daemon.collector.app import Collector
 from tests.harness.fleet import publisher, running_collector, telemetry, write_config
 from tests.harness.process import free_port
+from tests.harness.servers import MosquittoServer
 from tests.harness.waiting import wait_until
 
 TOPIC = "fleet/v1/allingtown/segway/sw-09/telemetry"
@@ -93,7 +95,11 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def test_readings_arrive_over_tls(tmp_path, make_broker, influx, tmp_db):
+def _tls_setup(
+    tmp_path: Path, make_broker: Any, influx: Any, database: str, *, trusted_ca: Path | None = None
+) -> tuple[MosquittoServer, FleetSettings]:
+    """A broker with a TLS listener (certificate signed by a test CA), and collector settings
+    that reach it over TLS trusting `trusted_ca` (default: that same CA)."""
     ca, cert, key = _certificates(tmp_path)
     tls_port = free_port()
     broker = make_broker(
@@ -103,10 +109,14 @@ def test_readings_arrive_over_tls(tmp_path, make_broker, influx, tmp_db):
         tmp_path,
         broker=broker,
         influx=influx,
-        database=tmp_db,
-        extra=f'[mqtt.tls]\nenabled = true\nca_file = "{ca}"\n',
+        database=database,
+        extra=f'[mqtt.tls]\nenabled = true\nca_file = "{trusted_ca or ca}"\n',
     )
-    settings = load_settings(config, environ={"FLEET_MQTT__PORT": str(tls_port)})
+    return broker, load_settings(config, environ={"FLEET_MQTT__PORT": str(tls_port)})
+
+
+def test_readings_arrive_over_tls(tmp_path, make_broker, influx, tmp_db):
+    broker, settings = _tls_setup(tmp_path, make_broker, influx, tmp_db)
     with running_collector(settings, broker) as collector, publisher(settings) as pub:
         pub.publish(TOPIC, telemetry("sw-09", 7, int(time.time() * 1000)))
         wait_until(lambda: stored_seqs(influx, tmp_db) == [7], timeout=20, message="stored via TLS")
@@ -117,21 +127,9 @@ def test_readings_arrive_over_tls(tmp_path, make_broker, influx, tmp_db):
 # ResourceWarning it leaves is paho's, not the collector's.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_tls_refuses_a_broker_it_cannot_verify(tmp_path, make_broker, influx, tmp_db):
-    ca, cert, key = _certificates(tmp_path)
     (tmp_path / "other").mkdir()
     other_ca, _, _ = _certificates(tmp_path / "other")
-    tls_port = free_port()
-    broker = make_broker(
-        extra_config=f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
-    )
-    config = write_config(
-        tmp_path,
-        broker=broker,
-        influx=influx,
-        database=tmp_db,
-        extra=f'[mqtt.tls]\nenabled = true\nca_file = "{other_ca}"\n',
-    )
-    settings = load_settings(config, environ={"FLEET_MQTT__PORT": str(tls_port)})
+    _, settings = _tls_setup(tmp_path, make_broker, influx, tmp_db, trusted_ca=other_ca)
     collector = Collector(settings)
     undo = collector.start()
     try:
