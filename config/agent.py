@@ -100,6 +100,13 @@ class AgentSettings(StrictModel):
         description="fsync each outbox commit so a power cut loses nothing; turn off only on "
         "throwaway test machines.",
     )
+    outbox_hold_max_readings: int = Field(
+        default=10_000,
+        ge=1,
+        description="Readings kept in memory while the outbox cannot be written (disk full, "
+        "read-only, I/O error) and retried; past it the oldest are dropped and counted. "
+        "Meanwhile the agent reports itself offline.",
+    )
     ble_watchdog_s: float = Field(
         default=120.0,
         gt=0,

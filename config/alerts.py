@@ -226,7 +226,8 @@ class NotifySettings(StrictModel):
         default=1000,
         ge=1,
         le=100_000,
-        description="Deliveries waiting at most; beyond it the oldest is dropped and counted.",
+        description="Deliveries waiting at most (kept with the alert state across restarts); "
+        "beyond it a warning is dropped before a critical, the oldest first, and counted.",
     )
 
     def routes(self) -> dict[str, list[str]]:
@@ -279,7 +280,17 @@ class AlertSettings(StrictModel):
         gt=0,
         le=7 * _DAY_S,
         description="Readings older than this (buffered, replayed late) update what is known "
-        "of a device but never fire or resolve a battery, temperature, fault or docking alert.",
+        "of a device but never fire or resolve a battery, temperature, fault or docking alert. "
+        "Age is judged on the device's own clock (its learned offset to the collector's), so a "
+        "skewed clock on either side does not make live readings old.",
+    )
+    clock_settle_s: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="How long (s) a device's readings must keep arriving in step with their "
+        "timestamps before the engine adopts the offset between its clock and the collector's "
+        "(after a clock was set, or for a new device). A flushed backlog never settles.",
     )
     agent_down_for_s: float = Field(
         default=60,

@@ -100,3 +100,20 @@ class CollectorSettings(StrictModel):
         ge=1,
         description="Most messages committed to the spool in one transaction.",
     )
+    deadletter_path: Path | None = Field(
+        default=None,
+        description="SQLite file keeping every dead letter (reason, topic, original payload) for "
+        "`fleet deadletters`; default: next to the spool, <spool name>.deadletters.sqlite.",
+    )
+    deadletter_max_bytes: int = Field(
+        default=64 * _MIB,
+        ge=_MIB,
+        description="Largest size of the kept dead letters in bytes (at least 1 MiB); past it "
+        "the oldest are dropped and counted (pipeline field deadletters_dropped).",
+    )
+
+    def deadletter_file(self, spool_path: Path) -> Path:
+        """The dead-letter store's file: `deadletter_path`, else beside the spool."""
+        if self.deadletter_path is not None:
+            return self.deadletter_path
+        return spool_path.with_name(f"{spool_path.stem}.deadletters.sqlite")

@@ -34,13 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon import cmd_check_config
     from daemon.agent import command as agent_command
     from daemon.collector import command as collector_command
+    from daemon.collector import deadletter_command
     from daemon.simulate import command as simulate_command
 
     parser = argparse.ArgumentParser(
         prog="fleet", description="Fleet telemetry: collector, simulator and tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (cmd_check_config, collector_command, simulate_command, agent_command):
+    for module in (
+        cmd_check_config,
+        collector_command,
+        deadletter_command,
+        simulate_command,
+        agent_command,
+    ):
         module.add_parser(sub)
     return parser
 

@@ -67,9 +67,14 @@ class MqttLink:
         on_message: MessageSink | None = None,
         manual_ack: bool = False,
         on_connect: Callable[[], None] | None = None,
+        on_session: Callable[[bool], None] | None = None,
     ) -> None:
         self._settings = settings
         self._on_connect_hook = on_connect
+        # Told on every connect whether the broker still had our session (MQTT's
+        # "session present"): the owner decides whether its absence means loss.
+        self._on_session_hook = on_session
+        self.session_present: bool | None = None  # as of the last connect
         self._client_id = client_id or settings.client_id
         self._persistent = persistent
         self._subscriptions = list(subscriptions)
@@ -220,7 +225,12 @@ class MqttLink:
             return
         self._generation += 1
         if self._was_connected:
-            _LOG.info("MQTT reconnected to %s:%s", self._settings.host, self._settings.port)
+            _LOG.info(
+                "MQTT reconnected to %s:%s (session present: %s)",
+                self._settings.host,
+                self._settings.port,
+                flags.session_present,
+            )
         else:
             _LOG.info(
                 "MQTT connected to %s:%s as %s (session present: %s)",
@@ -230,6 +240,14 @@ class MqttLink:
                 flags.session_present,
             )
         self._was_connected = True
+        self.session_present = bool(flags.session_present)
+        if self._on_session_hook is not None:
+            # Before subscribing: the owner records the session first. On paho's
+            # thread, where an exception would end paho's loop: logged instead.
+            try:
+                self._on_session_hook(self.session_present)
+            except Exception:  # noqa: BLE001 - the connection matters more than the record
+                _LOG.exception("recording the MQTT session state failed")
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         self._connected.set()

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.sqlite_files import Recovery, open_checked
+
 _LOG = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -33,6 +35,26 @@ CREATE TABLE IF NOT EXISTS spool (
     lines  TEXT    NOT NULL
 )
 """
+# State that must move in step with the rows: each device's last seq (committed
+# in the transaction of the batch that moved it), and small facts such as "this
+# MQTT client id has had a persistent session".
+_STATE_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS device_seq (
+    device   TEXT    PRIMARY KEY,
+    site     TEXT    NOT NULL,
+    kind     TEXT    NOT NULL,
+    highest  INTEGER NOT NULL,
+    seen     BLOB    NOT NULL
+)
+""",
+    """
+CREATE TABLE IF NOT EXISTS meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+)
+""",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +76,17 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class SeqRow:
+    """One device's sequence state as kept beside the rows (see collector/seqtrack.py)."""
+
+    device: str
+    site: str
+    kind: str
+    highest: int
+    seen: bytes  # which numbers below `highest` were seen: bit i is highest - i
+
+
+@dataclass(frozen=True, slots=True)
 class Depth:
     rows: int
     points: int
@@ -68,8 +101,12 @@ class Spool:
         self._local = threading.local()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A broken file is moved aside (what reads back is kept) rather than crash every start.
+        self.recovery: Recovery | None = open_checked(path)
         conn = self._conn()
         conn.execute(_SCHEMA)
+        for statement in _STATE_SCHEMA:
+            conn.execute(statement)
         rows, points, payload = conn.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(lines)), 0) FROM spool"
         ).fetchone()
@@ -101,9 +138,13 @@ class Spool:
         with self._lock:
             return Depth(self._rows, self._points, self._bytes)
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Commit entries durably; returns only once they are on disk."""
-        if not entries:
+    def append(self, entries: Sequence[Entry], seq: Sequence[SeqRow] = ()) -> None:
+        """Commit entries durably; returns only once they are on disk.
+
+        `seq` is the device state these entries moved: it commits in the same
+        transaction (no extra fsync), so after a crash rows and state agree.
+        """
+        if not entries and not seq:
             return
         now_ms = int(time.time() * 1000)
         conn = self._conn()
@@ -112,6 +153,11 @@ class Spool:
             conn.executemany(
                 "INSERT INTO spool (at_ms, topic, n, lines) VALUES (?, ?, ?, ?)",
                 [(now_ms, e.topic, e.n, e.lines) for e in entries],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO device_seq (device, site, kind, highest, seen)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(r.device, r.site, r.kind, r.highest, r.seen) for r in seq],
             )
         with self._lock:
             self._rows += len(entries)
@@ -139,17 +185,61 @@ class Spool:
         return None if row is None else int(row[0])
 
     def remove(self, rows: Sequence[SpoolRow]) -> None:
-        """Remove rows taken from the head (they were written or dead-lettered)."""
+        """Remove a run of consecutive rows (they were written or dead-lettered).
+
+        Usually the head; the agent's outbox also trims the run right behind
+        the rows it has in flight.
+        """
         if not rows:
             return
         conn = self._conn()
         with conn:
             conn.execute("BEGIN")
-            conn.execute("DELETE FROM spool WHERE id <= ?", (rows[-1].id,))
+            conn.execute("DELETE FROM spool WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
         with self._lock:
             self._rows -= len(rows)
             self._points -= sum(r.n for r in rows)
             self._bytes -= sum(len(r.lines) for r in rows)
+
+    def replace_lines(self, rows: Sequence[tuple[SpoolRow, Sequence[str]]]) -> None:
+        """Keep only the given lines of each row (a row left with none goes).
+
+        For a batch InfluxDB refused in part: its refused lines have gone to the
+        dead letters, the rest is written again on the next round.
+        """
+        if not rows:
+            return
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            for row, lines in rows:
+                if lines:
+                    conn.execute(
+                        "UPDATE spool SET n = ?, lines = ? WHERE id = ?",
+                        (len(lines), "\n".join(lines), row.id),
+                    )
+                else:
+                    conn.execute("DELETE FROM spool WHERE id = ?", (row.id,))
+        with self._lock:
+            for row, lines in rows:
+                self._rows -= 0 if lines else 1
+                self._points += len(lines) - row.n
+                self._bytes += len("\n".join(lines)) - len(row.lines)
+
+    def seq_rows(self) -> list[SeqRow]:
+        """Every device's sequence state as last committed."""
+        cursor = self._conn().execute("SELECT device, site, kind, highest, seen FROM device_seq")
+        return [SeqRow(str(d), str(s), str(k), int(h), bytes(b)) for d, s, k, h, b in cursor]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -355,12 +355,24 @@ _PATTERN_RULES = {"device": _ID_RULE, "status.firmware": _FIRMWARE_RULE}
 # fmt: on
 
 
+# pydantic-core's JSON parser refuses deeper nesting (it guards its stack); say so in words.
+_JSON_DEPTH = 200
+_TOO_DEEP = "recursion limit exceeded"
+
+
+def _json_problem(error: object) -> str:
+    text = str(error)
+    if text.startswith(_TOO_DEEP):
+        text = f"nested deeper than {_JSON_DEPTH} levels{text.removeprefix(_TOO_DEEP)}"
+    return _clip(f"payload is not valid JSON: {text}", 120)
+
+
 def _sentence(err: Any) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx", {})
     path = _clip(".".join(str(p) for p in err["loc"]), 80)
     where = f"{path}: " if path else "payload: "
     if kind == "json_invalid":
-        return _clip(f"payload is not valid JSON: {ctx.get('error')}", 120)
+        return _json_problem(ctx.get("error"))
     if kind == "extra_forbidden":
         return f"unknown field {_show(path)}"
     if kind == "missing":
@@ -515,8 +527,7 @@ class Decoder:
         try:
             data = pydantic_core.from_json(payload)
         except ValueError as exc:
-            detail = _clip(f"payload is not valid JSON: {exc}", 120)
-            raise Rejected(Reason.BAD_JSON, detail) from None
+            raise Rejected(Reason.BAD_JSON, _json_problem(exc)) from None
         message_type = data.get("_type") if isinstance(data, dict) else None
         if not isinstance(message_type, str):
             raise Rejected(Reason.SCHEMA, 'payload: expected an object with a string "_type"')

@@ -165,7 +165,7 @@ def test_view_merges_fields_across_readings():
     v = DeviceView.of(reading(1, battery=Battery(pct=40.0, charging=False)))
     v.update(reading(2, location=Location(lat=1.0, lon=2.0)))
     v.update(reading(3, battery=Battery(temp_c=30.0)))
-    assert (v.pct, v.charging, v.temp_c, v.lat, v.newest_ts_ms) == (40.0, False, 30.0, 1.0, 3)
+    assert (v.pct, v.charging, v.temp_c, v.lat) == (40.0, False, 30.0, 1.0)
     v.update(reading(4, status=Status(state="charging")))
     assert v.is_charging is True
 

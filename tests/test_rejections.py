@@ -33,3 +33,17 @@ def test_points_beyond_retention_are_the_old_ones():
 def test_an_unexplained_refusal_reports_every_line():
     body = '{"error":"partial write: max-series-per-database limit exceeded: (1000000) dropped=4"}'
     assert rejected_lines(body, LINES, oldest_allowed_ms=None) == [0, 1, 2, 3]
+
+
+def test_type_conflict_names_only_the_lines_of_the_refused_type():
+    lines = [
+        "battery,device=a pct=50 1000",  # float: what the server has, written
+        "battery,device=a pct=51i 1001",  # integer: refused
+        'status,device=a firmware="pct=1i" 1002',  # a string that only looks like the field
+        "battery,device=b v=1i,pct=52i 1003",
+    ]
+    body = (
+        '{"error":"partial write: field type conflict: input field \\"pct\\" on measurement '
+        '\\"battery\\" is type integer, already exists as type float dropped=2"}'
+    )
+    assert rejected_lines(body, lines, oldest_allowed_ms=None) == [1, 3]

@@ -119,7 +119,7 @@ def test_retry_after_is_honoured(tmp_path):
     assert second.at - first.at >= 1.0
 
 
-def test_a_partial_write_is_never_retried_and_its_bad_lines_are_dead_lettered(tmp_path):
+def test_a_refused_line_is_never_retried_and_only_a_2xx_counts_the_rest_as_written(tmp_path):
     bad = lines(2, 1)[0]
     body = (
         '{"error":"partial write: unable to parse \'' + bad + "': invalid number dropped=0\"}"
@@ -133,11 +133,36 @@ def test_a_partial_write_is_never_retried_and_its_bad_lines_are_dead_lettered(tm
             rejected,
         ):
             wait_until(lambda: spool.depth().rows == 0, message="spool drained")
-    assert len(receiver.writes()) == 1
+    first, second = receiver.writes()
+    assert first.body.decode().split("\n") == lines(0, 5)
+    # The rest goes again (a point written twice is one point); the refused line never does.
+    assert second.body.decode().split("\n") == [line for line in lines(0, 5) if line != bad]
     assert [(t, line) for t, line, _ in rejected] == [(TOPIC, bad)]
     assert "invalid number" in rejected[0][2]
     assert writer.counters.rejected_points == 1
     assert writer.counters.written_points == 4
+    assert writer.counters.resent_points == 4
+
+
+def test_a_batch_refused_whole_writes_nothing(tmp_path):
+    """InfluxDB 2.x refuses a whole batch for one unparsable line: the rest must not be
+    counted as written, nor dropped, but written again."""
+    bad = lines(1, 1)[0]
+    body = ('{"code":"invalid","message":"unable to parse \'' + bad + "': bad\"}").encode()
+    with HttpReceiver() as receiver:
+        receiver.script.extend([Reply(204, b"{}")] * 3)
+        receiver.script.extend([Reply(400, body), Reply(503, b"busy")])
+        with running_writer(tmp_path, receiver, one_row_per_line(lines(0, 3))) as (
+            writer,
+            spool,
+            rejected,
+        ):
+            wait_until(lambda: spool.depth().rows == 0, message="spool drained")
+    bodies = [r.body.decode().split("\n") for r in receiver.writes()]
+    rest = [lines(0, 1)[0], lines(2, 1)[0]]
+    assert bodies == [lines(0, 3), rest, rest]  # a failed re-send is retried like any batch
+    assert [line for _, line, _ in rejected] == [bad]
+    assert writer.counters.written_points == 2
 
 
 def test_a_too_large_batch_is_split(tmp_path):
@@ -213,3 +238,84 @@ def test_v1_backend_sends_token_or_basic_auth_without_leaking_it():
     assert basic_req.headers["authorization"] == "Basic ZmxlZXQ6cHctNDU2"
     assert "tok-123" not in token_req.path
     assert "pw-456" not in basic_req.path
+
+
+# --- against the real InfluxDB: what `written` counts is what the server stored ---------------
+
+T0 = 1_800_000_000_000
+
+
+@contextmanager
+def writer_on(tmp_path, influx, db: str, entries: list[Entry]):
+    spool = Spool(tmp_path / "spool.sqlite", max_bytes=10**9, fsync=False)
+    spool.append(entries)
+    rejected: list[tuple[str, str, str]] = []
+    s = settings(
+        influx.url, database=db, batch_size=100, retention_policy="autogen", downsample_policy=""
+    )
+    sink = V1Sink(s)
+    writer = Writer(
+        spool,
+        sink,
+        batch_size=s.batch_size,
+        flush_interval_s=s.flush_interval_s,
+        backoff=Backoff(s.backoff_initial_s, s.backoff_max_s),
+        on_rejected=lambda topic, line, reason: rejected.append((topic, line, reason)),
+        oldest_allowed_ms=lambda: None,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=writer.run, args=(stop,))
+    thread.start()
+    try:
+        wait_until(lambda: spool.depth().rows == 0, timeout=20, message="spool drained")
+        yield writer, rejected
+    finally:
+        stop.set()
+        thread.join(10)
+        sink.close()
+        assert not thread.is_alive()
+
+
+def stored(influx, db: str) -> list[int]:
+    return [r["time"] for r in influx.rows("SELECT * FROM battery", db)]
+
+
+def test_real_influx_some_lines_refused_counts_only_the_stored_ones(tmp_path, influx, tmp_db):
+    influx.write(tmp_db, f"battery,device=sw-01 pct=1.5,v=70.0 {T0}")
+    batch = [
+        f"battery,device=sw-01 pct=2.5 {T0 + 1}",
+        f"battery,device=sw-01 pct=3i {T0 + 2}",  # integer where the server has float
+        f'battery,device=sw-01 pct="x" {T0 + 3}',  # string where the server has float
+        f"battery,device=sw-01 v=71i {T0 + 4}",  # a second field in conflict
+        f"battery,device=sw-01 pct=4.5 {T0 + 5}",
+        f"battery,device=sw-01 pct= {T0 + 6}",  # unparsable
+    ]
+    with writer_on(tmp_path, influx, tmp_db, one_row_per_line(batch)) as (writer, rejected):
+        pass
+    assert stored(influx, tmp_db) == [T0, T0 + 1, T0 + 5]
+    assert sorted(line for _, line, _ in rejected) == sorted(batch[1:4] + batch[5:])
+    assert writer.counters.written_points == 2
+    assert writer.counters.rejected_points == 4
+    print(f"lines re-sent to learn what the server stored: {writer.counters.resent_points}")
+
+
+def test_real_influx_a_batch_with_every_line_refused_writes_nothing(tmp_path, influx, tmp_db):
+    influx.write(tmp_db, f"battery,device=sw-01 pct=1.5 {T0}")
+    batch = [f"battery,device=sw-01 pct={i}i {T0 + i}" for i in range(1, 6)]
+    rows = [Entry(TOPIC, "\n".join(batch[:2]), 2), Entry(TOPIC, "\n".join(batch[2:]), 3)]
+    with writer_on(tmp_path, influx, tmp_db, rows) as (writer, rejected):
+        pass
+    assert stored(influx, tmp_db) == [T0]
+    assert [line for _, line, _ in rejected] == batch
+    assert all("field type conflict" in reason for _, _, reason in rejected)
+    assert writer.counters.written_points == 0
+    assert writer.counters.rejected_points == 5
+
+
+def test_real_influx_every_line_unparsable_writes_nothing(tmp_path, influx, tmp_db):
+    batch = [f"battery,device=sw-01 pct= {T0 + i}" for i in range(3)]
+    with writer_on(tmp_path, influx, tmp_db, one_row_per_line(batch)) as (writer, rejected):
+        pass
+    assert stored(influx, tmp_db) == []
+    assert [line for _, line, _ in rejected] == batch
+    assert writer.counters.written_points == 0

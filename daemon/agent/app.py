@@ -1,9 +1,15 @@
 """The agent assembled: supervised drivers -> seq stamping -> outbox -> MQTT, plus availability.
 
 One asyncio loop runs everything: each driver as a supervised task, the
-outbox writer, the forwarder and the BLE watchdog. The MQTT link (paho's own
-thread) carries the agent's last will: retained `offline` on its availability
-topic, replaced by a retained `online` on every connect.
+outbox writer and the forwarder (supervised too), and the BLE watchdog. The
+MQTT link (paho's own thread) carries the agent's last will: retained
+`offline` on its availability topic, replaced by a retained `online` on every
+connect.
+
+While the agent cannot do its job - the outbox cannot be written or read, or
+the writer or forwarder keeps failing - it publishes `offline` on that topic
+instead (the v1 contract knows only online/offline, and the collector raises
+`agent_down` for it), and `online` again once everything works.
 
 `run(stop)` returns after a clean stop: drivers stopped, pending readings on
 disk, the outbox sent for up to `drain_timeout_s`, every device and the agent
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,8 +33,9 @@ from daemon.agent.availability import Availability
 from daemon.agent.forward import StoreAndForward
 from daemon.agent.outbox import Outbox
 from daemon.agent.registry import Clock, DriverSpec, build_specs, wall_ms
-from daemon.agent.supervise import RestartPolicy, SupervisedDriver
+from daemon.agent.supervise import RestartPolicy, SupervisedDriver, SupervisedTask
 from daemon.agent.watchdog import BleWatchdog
+from daemon.alerts import system
 from daemon.mqtt import MqttLink
 from drivers import readings
 
@@ -84,6 +92,8 @@ class Agent:
         self.store = StoreAndForward(
             lambda: Outbox(cfg.outbox_path, max_bytes=cfg.outbox_max_bytes, fsync=cfg.outbox_fsync),
             self.link,
+            hold_max=cfg.outbox_hold_max_readings,
+            on_problem=self.problem,
         )
         self.devices = Availability(self._publish_retained, lambda: self.link.connected)
         policy = RestartPolicy(
@@ -96,8 +106,19 @@ class Agent:
             SupervisedDriver(spec, _Sink(self, spec), policy, on_down=self._down_reporter(spec))
             for spec in self.specs
         ]
+        self.core = [
+            SupervisedTask(name, run, policy, on_problem=self._problem_of(name))
+            for name, run in (
+                ("outbox writer", self.store.run_writer),
+                ("forwarder", self.store.run_forwarder),
+            )
+        ]
         self.watchdog = BleWatchdog(cfg.ble_watchdog_s, self._restart_ble)
+        # What keeps the agent from doing its job now (what -> sentence); empty: online.
+        self.problems: dict[str, str] = {}
+        self._stopping = False
         self.invalid_readings = 0
+        self.state_files_recovered = 0  # a broken outbox file replaced at start
         self._seqs: dict[str, int] = {}
         self._routes: dict[str, _Route] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,15 +180,58 @@ class Agent:
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         self.link.publish(topic, payload, qos=1, retain=True)
 
+    def _state(self) -> bytes:
+        return b"offline" if self.problems or self._stopping else b"online"
+
     def _link_connected(self) -> None:
         # paho's thread: the will is replaced at once, the rest happens on the loop.
-        self._publish_retained(self.agent_topic, b"online")
+        self._publish_retained(self.agent_topic, self._state())
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._after_connect)
 
+    def _announce_recovery(self) -> None:
+        """The outbox file was broken at start (logged CRITICAL by daemon/sqlite_files.py):
+        counted, and a retained critical alert under the agent's id (sent once connected)."""
+        recovery = self.store.outbox.recovery
+        if recovery is None:
+            return
+        self.state_files_recovered += 1
+        topic, payload, _ = system.recovery_alert(
+            recovery,
+            prefix=self._prefix,
+            site=self._site,
+            source=self.settings.agent.id,
+            kind="agent",
+            now_ms=int(time.time() * 1000),
+        )
+        self._publish_retained(topic, payload)  # paho keeps it until the link is up
+
     def _after_connect(self) -> None:
+        # Again from the loop, which owns `problems`: whatever paho's thread read
+        # above, the last word on the topic is the loop's current state.
+        self._publish_retained(self.agent_topic, self._state())
         self.devices.republish()
         self.store.link_up()
+
+    def _problem_of(self, what: str) -> Callable[[str | None], None]:
+        return lambda problem: self.problem(what, problem)
+
+    def problem(self, what: str, problem: str | None) -> None:
+        """`what` stopped working (`problem` says how) or works again (None); on the loop."""
+        before = self._state()
+        if problem is None:
+            self.problems.pop(what, None)
+        else:
+            self.problems[what] = problem
+        after = self._state()
+        if after == before:
+            return
+        if after == b"offline":
+            _LOG.error("agent reports itself offline: %s", "; ".join(self.problems.values()))
+        else:
+            _LOG.warning("agent reports itself online again")
+        if self.link.connected:
+            self._publish_retained(self.agent_topic, after)
 
     # --- supervision ----------------------------------------------------------------------------
 
@@ -197,12 +261,12 @@ class Agent:
             self._stop.set()
         cfg = self.settings.agent
         self._seqs = await self.store.open()
+        self._announce_recovery()
         self._warn_unknown_kinds()
         self.link.start()
-        tasks = [
-            asyncio.create_task(self.store.run_writer(), name="outbox writer"),
-            asyncio.create_task(self.store.run_forwarder(), name="forwarder"),
-        ]
+        for task in self.core:
+            task.start()
+        tasks: list[asyncio.Task[None]] = []
         if any(spec.ble for spec in self.specs):
             tasks.append(asyncio.create_task(self.watchdog.run(), name="ble watchdog"))
         for driver in self.drivers:
@@ -224,14 +288,16 @@ class Agent:
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         _LOG.info("agent stopping")
         await asyncio.gather(*(d.stop() for d in self.drivers))
-        tasks[0].cancel()  # the writer; flushed below
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        await self.store.flush()
+        writer, forwarder = self.core
+        await writer.stop()  # a commit under way completes; the rest is flushed here
+        await self._last_flush(self.settings.agent.drain_timeout_s)
         drained = await self.store.drain(self.settings.agent.drain_timeout_s)
-        for task in tasks[1:]:
+        await forwarder.stop()
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.devices.all_offline("agent stopped")
+        self._stopping = True
         if self.link.connected:
             self._publish_retained(self.agent_topic, b"offline")
         flushed = self.link.connected and await asyncio.get_running_loop().run_in_executor(
@@ -245,6 +311,19 @@ class Agent:
             left,
             "" if drained and flushed else " (broker unreachable: sent on the next start)",
         )
+
+    async def _last_flush(self, within_s: float) -> None:
+        """Commit what is pending, retrying a failing outbox for up to `within_s`."""
+        deadline = time.monotonic() + within_s
+        for _ in range(1000):  # bounded even if the clock stood still
+            try:
+                pause = await self.store.flush()
+            except Exception:  # noqa: BLE001 - a bug must not keep the agent from stopping
+                _LOG.exception("the last commit to the outbox failed")
+                return
+            if not pause or time.monotonic() + pause >= deadline:
+                return
+            await asyncio.sleep(pause)
 
     def _warn_unknown_kinds(self) -> None:
         for spec in self.specs:

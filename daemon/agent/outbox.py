@@ -8,6 +8,17 @@ The outbox is bounded: past `max_bytes` of payload the OLDEST rows are dropped
 and counted - the agent never stops reading its devices, and the collector
 sees the gap in the seq numbers.
 
+Rows in flight (handed to the MQTT link by the last `take`, waiting for the
+broker's PUBACK) are never trimmed: trimming drops the oldest rows *behind*
+them. A row in flight is not lost - paho sends it when the broker is back -
+and deleting it from disk would lose it for real on a crash, uncounted. So
+each row leaves exactly once, either by `done` (sent) or by trimming
+(dropped). The bound still holds: the rows in flight were taken from an
+outbox within it, so dropping every row behind them always suffices.
+
+Every method either does its whole job or raises `sqlite3.Error` having
+changed nothing that the counts depend on (one transaction per step).
+
 Not thread-safe on purpose: the agent calls every method from one worker
 thread, which keeps the in-flight/trim bookkeeping free of locks.
 """
@@ -18,6 +29,7 @@ import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from daemon.spool import Depth, Entry, Spool, SpoolRow
 
@@ -31,19 +43,20 @@ CREATE TABLE IF NOT EXISTS agent_seq (
 """
 _TRIM_CHUNK = 512  # rows looked at per step while trimming
 
+DrillPragma = Literal["max_page_count", "query_only"]
+
 
 class Outbox:
     def __init__(self, path: Path, *, max_bytes: int, fsync: bool) -> None:
         self._max_bytes = max_bytes
         self._spool = Spool(path, max_bytes=max_bytes, fsync=fsync)
+        self.recovery = self._spool.recovery  # the file was broken and replaced at open
         self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._conn.execute(_SEQ_SCHEMA)
         # Rows up to this id were handed to the MQTT link and wait for the broker's ack.
         self._inflight_last = 0
-        # Rows up to this id were removed by trimming; `done` must not count them again.
-        self._trimmed_upto = 0
 
     def seqs(self) -> dict[str, int]:
         """The last seq number given to each device."""
@@ -57,6 +70,10 @@ class Outbox:
 
         The seq marks go first: a crash between the two commits leaves a gap in
         a device's numbers (which the collector counts), never a number used twice.
+        Raises `sqlite3.Error` when the entries could not be committed (none of
+        them is in the outbox then; the caller keeps them). A failure while
+        trimming afterwards does not raise: the entries are stored, and the
+        outbox stays over its bound until the next `add` trims it.
         """
         if seqs:
             with self._conn:
@@ -70,36 +87,75 @@ class Outbox:
         return self._trim()
 
     def _trim(self) -> int:
-        excess = self._spool.depth().bytes - self._max_bytes
         dropped = 0
-        while excess > 0:
-            rows = self._spool.head(_TRIM_CHUNK)
-            if not rows:
-                break
-            taken: list[SpoolRow] = []
-            for row in rows:
-                taken.append(row)
-                excess -= len(row.lines)
-                if excess <= 0:
-                    break
-            self._spool.remove(taken)
-            self._trimmed_upto = taken[-1].id
-            # Rows already handed to the link are not lost: paho sends them when
-            # the broker is back. Only the others are really dropped.
-            dropped += sum(1 for row in taken if row.id > self._inflight_last)
+        try:
+            excess = self._spool.depth().bytes - self._max_bytes
+            while excess > 0:
+                rows = self._after(self._inflight_last, _TRIM_CHUNK)
+                if not rows:
+                    break  # only rows in flight are left: they leave once acknowledged
+                taken: list[SpoolRow] = []
+                for row in rows:
+                    taken.append(row)
+                    excess -= len(row.lines)
+                    if excess <= 0:
+                        break
+                self._spool.remove(taken)  # one transaction: all of `taken` or none
+                dropped += len(taken)
+        except sqlite3.Error as exc:
+            _LOG.warning("could not trim the outbox (%s); trying again on the next commit", exc)
         return dropped
 
+    def _after(self, after_id: int, limit: int) -> list[SpoolRow]:
+        """The oldest rows whose id is above `after_id`."""
+        cursor = self._conn.execute(
+            "SELECT id, at_ms, topic, n, lines FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [SpoolRow(*row) for row in cursor]
+
     def take(self, limit: int) -> list[SpoolRow]:
-        """The oldest rows (up to `limit`), to hand to the MQTT link."""
+        """The oldest rows (up to `limit`), to hand to the MQTT link: in flight until `done`."""
         rows = self._spool.head(limit)
-        if rows:
-            self._inflight_last = rows[-1].id
+        self._inflight_last = rows[-1].id if rows else 0
         return rows
 
-    def done(self, rows: Sequence[SpoolRow]) -> None:
-        """The broker acknowledged `rows` (the last `take`): they leave the outbox."""
-        self._spool.remove([row for row in rows if row.id > self._trimmed_upto])
-        self._inflight_last = 0
+    def done(self, rows: Sequence[SpoolRow]) -> set[int]:
+        """The broker acknowledged `rows` (taken together): they leave the outbox.
+
+        Returns the ids that were still here and are removed now. Rows already
+        gone (`done` called twice, or for rows taken before a reopen that another
+        outbox removed) are skipped, so the depth and the counts stay exact.
+        """
+        if not rows:
+            return set()
+        present = {
+            row_id
+            for (row_id,) in self._conn.execute(
+                "SELECT id FROM spool WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id)
+            )
+        }
+        # Rows of one take are consecutive, and nothing is ever inserted behind the
+        # newest row: `gone` is exactly the run of rows in that id range.
+        gone = [row for row in rows if row.id in present]
+        self._spool.remove(gone)
+        if rows[-1].id >= self._inflight_last:
+            self._inflight_last = 0
+        return {row.id for row in gone}
+
+    def drill(self, pragma: DrillPragma, value: int) -> None:
+        """Set `pragma` on both connections to the file, to rehearse a broken disk.
+
+        `max_page_count` stops the file from growing (a full disk: SQLITE_FULL),
+        `query_only = 1` refuses every change (a disk remounted read-only).
+        The tests' way to break the disk under a running agent.
+        """
+        for conn in (self._conn, self._spool_conn()):
+            conn.execute(f"PRAGMA {pragma} = {int(value)}")
+
+    def _spool_conn(self) -> sqlite3.Connection:
+        # The spool's connection of this (the worker) thread: a drill must reach both.
+        return self._spool._conn()
 
     def close(self) -> None:
         self._conn.close()

@@ -1,10 +1,22 @@
 """The alert engine: readings, availability and ticks in, alert events out.
 
-Decisions worth knowing (see also ``lifecycle`` for flapping and silences):
+Decisions worth knowing (see also ``lifecycle`` for flapping and silences, and
+``clock`` for how order and age are judged when clocks are wrong):
 - A reading not newer than the newest one seen for its device (a replay, a
-  duplicate) changes nothing. One older than ``max_reading_age_s`` updates what is
-  known of the device but fires and resolves nothing, except that it counts as
-  "heard" for offline if it is within the offline window.
+  duplicate) changes nothing. Newer means a higher ``seq`` when the device sends
+  one (a seq far below the last, or a lower one with a later ts, is an agent that
+  started counting again), else a later ``ts``.
+- One older than ``max_reading_age_s`` (buffered: an agent outbox flushed after an
+  outage, the broker's backlog) updates what is known of the device but fires and
+  resolves nothing, except that it counts as "heard" for offline if it is within
+  the offline window. Age is measured on the device's own clock: each device
+  learns the offset between its timestamps and their arrival from a run of live
+  readings, so a collector or a sub-station box whose clock is minutes off sees
+  live readings as live, and a flushed backlog still as old.
+- A reading stamped in the future (past what the device's offset allows) is
+  suspicious, not the new "now": it counts as live, but its ts is capped at the
+  present, so later, correctly stamped readings are still newer and the device
+  can still go offline.
 - Charging suppresses the battery alerts (Alertmanager-like: a suppressed alert is
   not firing); a firing one resolves when charging starts.
 - ``offline`` is judged on telemetry silence alone (availability messages are kept
@@ -19,13 +31,15 @@ Decisions worth knowing (see also ``lifecycle`` for flapping and silences):
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from config.alerts import AlertSettings, Limits, Rule
 from daemon.alerts import lifecycle, text
-from daemon.alerts.model import AlertEvent, AlertRecord, AlertSnapshot, Silence
+from daemon.alerts.clock import Clocks
+from daemon.alerts.model import AlertEvent, AlertRecord, AlertSnapshot, EngineCounters, Silence
 from daemon.alerts.rules import (
     DeviceView,
     docked,
@@ -62,6 +76,11 @@ class AlertEngine:
             lead_ms=settings.escalate_before_shift_min * 60_000,
         )
         self._store = store
+        self._clocks = Clocks(
+            max_age_ms=round(settings.max_reading_age_s * 1000),
+            settle_ms=round(settings.clock_settle_s * 1000),
+        )
+        self.counters = EngineCounters()
         self._site_names = dict(site_names or {})
         self._device_names = dict(device_names or {})
         self._lock = threading.Lock()
@@ -86,6 +105,7 @@ class AlertEngine:
             if rec.rule is Rule.AGENT_DOWN and rec.phase == "firing":
                 self._agents[(rec.site, rec.device)] = False
         self._views.update(store.load_views())
+        self._clocks.refresh_fleet(self._views.values())
         for silence in store.load_silences():
             self._silences[silence.id] = silence
         self._next_silence_id = max(self._silences, default=0) + 1
@@ -99,12 +119,16 @@ class AlertEngine:
     def observe(self, reading: Reading, now_ms: int) -> list[AlertEvent]:
         with self._lock:
             view = self._views.get(reading.device)
-            if view is not None and reading.ts_ms <= view.newest_ts_ms:
+            if view is not None and not self._clocks.is_newer(view, reading):
+                self.counters.late += 1
                 return []  # replayed or duplicate: never fires or resolves anything
             if view is None:
                 view = self._views[reading.device] = DeviceView.of(reading)
             else:
                 view.update(reading)
+            arrival = self._clocks.arrive(view, reading, now_ms)
+            self.counters.future += arrival.future
+            self.counters.buffered += not arrival.live
             self._dirty_views.add(reading.device)
             limits = self._limits_for(view.kind, reading.device)
             events: list[AlertEvent] = []
@@ -113,11 +137,11 @@ class AlertEngine:
             if (
                 offline is not None
                 and offline.phase == "firing"
-                and not silent_too_long(view.newest_ts_ms, now_ms, limits.offline_after_s)
+                and not silent_too_long(view.last_heard_ms, now_ms, limits.offline_after_s)
             ):
                 events.append(self._resolve(offline, None, now_ms))
                 touched.append(offline)
-            if now_ms - reading.ts_ms <= self._s.max_reading_age_s * 1000:
+            if arrival.live:
                 verdicts = reading_verdicts(view, limits, self._s.geofences)
                 for rule, (verdict, value) in verdicts.items():
                     rec = self._records.get((reading.device, rule))
@@ -175,6 +199,7 @@ class AlertEngine:
         with self._lock:
             if self._started_ms is None:
                 self._started_ms = now_ms
+            self._clocks.refresh_fleet(self._views.values())
             for sid in [sid for sid, s in self._silences.items() if s.until_ms <= now_ms]:
                 del self._silences[sid]
                 if self._store is not None:
@@ -261,7 +286,7 @@ class AlertEngine:
             if Rule.OFFLINE in limits.disabled:
                 continue
             through_agent = view.source == "telemetry"
-            heard = max(view.newest_ts_ms, self._started_ms or now_ms)
+            heard = max(view.last_heard_ms, self._started_ms or now_ms)
             if through_agent:
                 heard = max(heard, self._agent_back_ms.get(view.site, heard))
             if not silent_too_long(heard, now_ms, limits.offline_after_s):
@@ -309,7 +334,7 @@ class AlertEngine:
         return text.Facts(
             device_label=text.device_label(rec.kind, rec.device, name),
             site_label=site,
-            last_seen=local_hhmm(view.newest_ts_ms, self._zone, now_ms),
+            last_seen=local_hhmm(view.last_heard_ms, self._zone, now_ms),
             pct=view.pct,
             charging=view.is_charging,
             temp_c=view.temp_c,
@@ -317,7 +342,7 @@ class AlertEngine:
             error_code=view.error_code,
             docked=docked(view, self._s.geofences),
             place=None if fence is None else fence.name,
-            silent_s=(now_ms - view.newest_ts_ms) / 1000,
+            silent_s=(now_ms - view.last_heard_ms) / 1000,
         )
 
     def _fire(self, rec: AlertRecord, value: float | None, now_ms: int) -> AlertEvent:
@@ -338,5 +363,12 @@ class AlertEngine:
             self._dirty_views.clear()
             return
         views = {d: self._views[d] for d in devices if d in self._views}
-        self._store.save(records, views)
+        try:
+            self._store.save(records, views)
+        except sqlite3.Error as exc:
+            # The events are decided and go out all the same; the views stay dirty, so the
+            # next tick writes them again (with the alerts still firing or pending).
+            self.counters.store_errors += 1
+            _LOG.error("alert state not saved to %s: %s", self._s.state_path, exc)
+            return
         self._dirty_views.difference_update(views)

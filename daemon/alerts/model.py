@@ -52,6 +52,16 @@ class AlertEvent:
     notify: bool
 
 
+@dataclass(slots=True)
+class EngineCounters:
+    """What the engine set aside, for the `pipeline` measurement (written under its lock)."""
+
+    late: int = 0  # not newer than what was known (duplicate, replay, late redelivery)
+    buffered: int = 0  # older than max_reading_age_s: known, but fired nothing
+    future: int = 0  # stamped ahead of the device's clock: live, but not taken as "now"
+    store_errors: int = 0  # state not written (disk full, I/O error): kept in memory, retried
+
+
 @dataclass(frozen=True, slots=True)
 class Silence:
     """Mutes notifications of matching alerts until ``until_ms`` (None matches any)."""
@@ -110,3 +120,20 @@ class AlertRecord:
             acknowledged_by=self.acknowledged_by,
             message=self.message,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """A notification not yet delivered to one URL, kept with the alert state so that it
+    survives a restart. The URL itself (it holds secrets) is never stored: its route, its
+    tag (position in the route) and its privacy form name it."""
+
+    seq: int
+    route: str
+    tag: str
+    label: str
+    title: str
+    body: str
+    key: str
+    notify_type: str
+    tries: int

@@ -5,8 +5,15 @@ enqueues and returns: ingestion never waits on a mail server or a webhook. One
 worker thread delivers through apprise (one `Apprise` object per route, built
 once, each URL tagged so it can be notified on its own). A URL that fails is
 retried alone with exponential backoff and jitter, so one dead webhook does not
-resend the mail that already went out. The queue is bounded; when full, the
-oldest pending delivery is dropped and counted.
+resend the mail that already went out. The queue is bounded; when full, a
+warning is dropped before any critical or escalation delivery (the oldest of
+the lowest priority goes first), counted per route.
+
+With a `PendingStore` (the alert state file), a delivery is written down when
+queued, updated on each retry and deleted once delivered, given up or dropped;
+stopping keeps what is pending for the next Notifier on the store, which sends
+it and continues its count of tries. One in flight when the process died is
+sent again: at least once, never silently lost.
 
 URLs carry secrets (SMTP passwords, webhook tokens). Only apprise's privacy form
 of a URL, without its query, is ever logged, and a filter on the loggers apprise
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import sqlite3
 import threading
 import time
 import warnings
@@ -28,86 +36,23 @@ from typing import Any
 
 import apprise
 
+from daemon.alerts.model import PendingDelivery
+from daemon.alerts.notify_policy import (
+    NotifyCounters,
+    PendingStore,
+    RetryPolicy,
+    RouteCounters,
+)
 from daemon.alerts.redact import REDACTOR, redact, secrets_of
 from daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
 
+__all__ = ["Notifier", "NotifyCounters", "PendingStore", "RetryPolicy", "RouteCounters"]
+
 NOTIFY_TYPES = ("info", "success", "warning", "failure")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a failed delivery to one URL is retried.
-
-    `attempts` counts every try, the first included. The n-th retry waits
-    `min(max_s, initial_s * factor ** (n - 1))`, shortened by up to `jitter`
-    (a fraction) at random so many alerts failing together do not retry in
-    lockstep. The defaults make 8 tries over roughly half an hour.
-    """
-
-    attempts: int = 8
-    initial_s: float = 20.0
-    max_s: float = 900.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        if self.initial_s < 0 or self.max_s < 0 or self.factor < 1:
-            raise ValueError("initial_s and max_s must be >= 0 and factor >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be within [0, 1]")
-
-    def delay_s(self, retry: int, rng: random.Random) -> float:
-        """Pause before retry number `retry` (1 for the first retry)."""
-        nominal = min(self.max_s, self.initial_s * self.factor ** (retry - 1))
-        return nominal * (1.0 - self.jitter * rng.random())
-
-
-@dataclass
-class RouteCounters:
-    """Per route. `submitted` and `skipped` count notifications; the others count
-    deliveries (one notification to one URL)."""
-
-    submitted: int = 0
-    skipped: int = 0
-    delivered: int = 0
-    retried: int = 0
-    failed: int = 0
-    dropped: int = 0
-
-
-_COUNTER_NAMES = ("submitted", "skipped", "delivered", "retried", "failed", "dropped")
-
-
-class NotifyCounters:
-    """Thread-safe counters per route, read by the collector's `pipeline` reporter."""
-
-    def __init__(self, routes: Iterable[str]) -> None:
-        self._lock = threading.Lock()
-        self._routes: dict[str, RouteCounters] = {r: RouteCounters() for r in routes}
-
-    def add(self, route: str, name: str, n: int = 1) -> None:
-        with self._lock:
-            counters = self._routes.setdefault(route, RouteCounters())
-            setattr(counters, name, getattr(counters, name) + n)
-
-    def snapshot(self) -> dict[str, RouteCounters]:
-        with self._lock:
-            return {r: RouteCounters(**vars(c)) for r, c in self._routes.items()}
-
-    def fields(self) -> dict[str, int]:
-        """Flat `pipeline` fields: `notify_<counter>` totals and `notify_<route>_<counter>`."""
-        snap = self.snapshot()
-        out = {
-            f"notify_{name}": sum(getattr(c, name) for c in snap.values())
-            for name in _COUNTER_NAMES
-        }
-        for route, c in snap.items():
-            out.update({f"notify_{route}_{name}": getattr(c, name) for name in _COUNTER_NAMES})
-        return out
+# Dropped first when the queue is full; every other route (critical, escalation) ranks above.
+_LOW_PRIORITY_ROUTES = frozenset({"warning"})
 
 
 def _url(plugin: Any, *, privacy: bool) -> str:
@@ -141,6 +86,18 @@ class _Delivery:
     due: float
     tries: int = 0
 
+    def stored(self) -> PendingDelivery:
+        t = self.target
+        return PendingDelivery(
+            self.seq, t.route, t.tag, t.label, self.title, self.body, self.key, self.notify_type,
+            self.tries,
+        )  # fmt: skip
+
+    @property
+    def drop_rank(self) -> tuple[int, int]:
+        """Lowest first: warnings before the rest, then the oldest submission."""
+        return (0 if self.target.route in _LOW_PRIORITY_ROUTES else 1), self.seq
+
 
 @dataclass
 class _Route:
@@ -156,7 +113,9 @@ class Notifier:
     An invalid URL raises ValueError here, naming the route and position but
     never the URL. `max_pending` bounds the deliveries waiting (new or retrying).
     `min_interval_s`, if given, replaces apprise's own per-URL throttle (5.5 s
-    between two mails through the same SMTP URL, for instance).
+    between two mails through the same SMTP URL, for instance). `store`, if
+    given, keeps pending deliveries across restarts (see the module docstring);
+    what it holds from before is queued here, due at once.
     """
 
     def __init__(
@@ -168,6 +127,7 @@ class Notifier:
         min_interval_s: float | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        store: PendingStore | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -190,6 +150,9 @@ class Notifier:
             self._routes = {
                 name: self._build_route(name, urls, min_interval_s) for name, urls in routes.items()
             }
+        self._store = store
+        if store is not None:
+            self._restore(store)
 
     @staticmethod
     def _build_route(name: str, urls: Sequence[str], min_interval_s: float | None) -> _Route:
@@ -250,31 +213,95 @@ class Notifier:
             return
         now = self._clock()
         with self._cond:
+            new = []
             for target in found.targets:
                 self._seq += 1
-                self._pending[self._seq] = _Delivery(
-                    self._seq, target, title, body or title, key, notify_type, now
+                new.append(
+                    _Delivery(self._seq, target, title, body or title, key, notify_type, now)
                 )
-            dropped = self._drop_oldest_locked()
+        # On disk before the worker can see it: a delivery finished before it was written
+        # would leave a row behind and be sent again after a restart.
+        self._persist(new)
+        with self._cond:
+            self._pending.update((d.seq, d) for d in new)
+            dropped = self._drop_lowest_locked()
             self._cond.notify_all()
         self._count_dropped(dropped, f"notification queue full ({self.max_pending})")
 
-    def _drop_oldest_locked(self) -> list[_Delivery]:
+    def _drop_lowest_locked(self) -> list[_Delivery]:
         dropped = []
         while len(self._pending) > self.max_pending:
-            # Oldest by submission: a long-retrying delivery goes before a fresh one.
-            dropped.append(self._pending.pop(min(self._pending)))
+            # By submission within a priority: a long-retrying delivery goes before a fresh one.
+            lowest = min(self._pending.values(), key=lambda d: d.drop_rank)
+            dropped.append(self._pending.pop(lowest.seq))
         return dropped
 
     def _count_dropped(self, dropped: Iterable[_Delivery], why: str) -> None:
+        dropped = list(dropped)
+        self._forget([d.seq for d in dropped])
         for d in dropped:
             self.counters.add(d.target.route, "dropped")
             _LOG.warning("%s: dropped %s to %s (%d tries)", why, d.key, d.target.label, d.tries)
 
+    # --- the store (a failing disk costs durability, never a notification) -------------------
+
+    def _restore(self, store: PendingStore) -> None:
+        now = self._clock()
+        kept, lost = [], []
+        try:
+            rows = store.load_deliveries()
+        except sqlite3.Error as exc:
+            _LOG.error("pending notifications could not be read back (%s)", exc)
+            rows = []
+        for row in rows:
+            self._seq = max(self._seq, row.seq)
+            route = self._routes.get(row.route)
+            targets = [] if route is None else [t for t in route.targets if t.label == row.label]
+            # The same position if it is still the same URL; else the same URL elsewhere.
+            target = next((t for t in targets if t.tag == row.tag), targets[0] if targets else None)
+            if target is None:
+                lost.append(row)
+                continue
+            kept.append(
+                _Delivery(
+                    row.seq, target, row.title, row.body, row.key, row.notify_type, now, row.tries
+                )
+            )
+        with self._cond:
+            self._pending.update((d.seq, d) for d in kept)
+            dropped = self._drop_lowest_locked()
+        if kept:
+            _LOG.info("%d notification deliveries pending from before the restart", len(kept))
+        for row in lost:
+            self.counters.add(row.route, "dropped")
+            _LOG.warning(
+                "pending %s to %s dropped: that URL is no longer configured", row.key, row.label
+            )
+        self._forget([row.seq for row in lost])
+        self._count_dropped(dropped, f"notification queue full ({self.max_pending})")
+
+    def _persist(self, deliveries: list[_Delivery]) -> None:
+        if self._store is None or not deliveries:
+            return
+        try:
+            self._store.save_deliveries(d.stored() for d in deliveries)
+        except sqlite3.Error as exc:
+            _LOG.error("pending notifications not saved (%s); they are kept in memory only", exc)
+
+    def _forget(self, seqs: list[int]) -> None:
+        if self._store is None or not seqs:
+            return
+        try:
+            self._store.delete_deliveries(seqs)
+        except sqlite3.Error as exc:
+            # Left on disk, they may be sent once more after a restart: better than never.
+            _LOG.error("settled notifications not removed from the store (%s)", exc)
+
     def start(self) -> Callable[[float], bool]:
         """Start the worker; returns its undo: stop(timeout) -> joined in time.
 
-        Deliveries still pending at stop are dropped (counted and logged).
+        Deliveries still pending at stop stay in the store for the next start; without
+        a store they are dropped (counted and logged).
         """
         with self._cond:
             self._stopping = False
@@ -285,6 +312,12 @@ class Notifier:
                 self._stopping = True
                 self._cond.notify_all()
             joined = undo(timeout)
+            if self._store is not None:
+                with self._cond:
+                    kept = len(self._pending)
+                if kept:
+                    _LOG.info("notifier stopped; %d deliveries kept for the next start", kept)
+                return joined
             with self._cond:
                 left = list(self._pending.values())
                 self._pending.clear()
@@ -341,14 +374,17 @@ class Notifier:
     def _settle(self, d: _Delivery, ok: bool) -> None:
         route = d.target.route
         if ok:
+            self._forget([d.seq])
             self.counters.add(route, "delivered")
             log = _LOG.info if d.tries > 1 else _LOG.debug
             log("%s delivered to %s (try %d)", d.key, d.target.label, d.tries)
             return
         if d.tries >= self.retry.attempts:
+            self._forget([d.seq])
             self.counters.add(route, "failed")
             _LOG.error("%s to %s failed %d times; giving up", d.key, d.target.label, d.tries)
             return
+        self._persist([d])  # its count of tries carries over a restart
         delay = self.retry.delay_s(d.tries, self._rng)
         d.due = self._clock() + delay
         self.counters.add(route, "retried")
@@ -363,5 +399,5 @@ class Notifier:
         with self._cond:
             # Even when stopping: stop() counts what is left as dropped.
             self._pending[d.seq] = d
-            dropped = self._drop_oldest_locked()
+            dropped = self._drop_lowest_locked()
         self._count_dropped(dropped, f"notification queue full ({self.max_pending})")

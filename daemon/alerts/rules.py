@@ -27,12 +27,15 @@ class DeviceView:
     """What is known of one device: the newest value of each field from its readings.
 
     Fields merge across readings because a device may send battery and location in
-    separate messages (OwnTracks sends no status at all).
+    separate messages (OwnTracks sends no status at all). The marks of time and
+    order (``newest_ts_ms``, ``seq``, ``heard_ms``, the clock offset and its
+    learning run) are kept by ``daemon.alerts.clock``.
     """
 
     site: str
     kind: str
     source: str
+    # The newest reading's ts on the device's clock, never past the device's "now".
     newest_ts_ms: int
     pct: float | None = None
     charging: bool | None = None
@@ -41,6 +44,14 @@ class DeviceView:
     error_code: int | None = None
     lat: float | None = None
     lon: float | None = None
+    seq: int | None = None
+    # When the device was last heard, on the collector's clock; None in state written
+    # before it was kept (then newest_ts_ms stands in).
+    heard_ms: int | None = None
+    # Arrival minus ts of its live readings, once learned; and the run it is learned from.
+    offset_ms: int | None = None
+    run_min_ms: int | None = None
+    run_start_ms: int | None = None
 
     @classmethod
     def of(cls, reading: Reading) -> DeviceView:
@@ -50,7 +61,6 @@ class DeviceView:
 
     def update(self, reading: Reading) -> None:
         self.site, self.kind, self.source = reading.site, reading.kind, reading.source
-        self.newest_ts_ms = max(self.newest_ts_ms, reading.ts_ms)
         if reading.battery is not None:
             b = reading.battery
             self.pct = _newer(b.pct, self.pct)
@@ -61,6 +71,10 @@ class DeviceView:
             self.error_code = _newer(reading.status.error_code, self.error_code)
         if reading.location is not None:
             self.lat, self.lon = reading.location.lat, reading.location.lon
+
+    @property
+    def last_heard_ms(self) -> int:
+        return self.newest_ts_ms if self.heard_ms is None else self.heard_ms
 
     @property
     def is_charging(self) -> bool | None:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from config.alerts import Rule, Severity
-from daemon.alerts.model import AlertRecord, Silence
+from daemon.alerts.model import AlertRecord, PendingDelivery, Silence
 from daemon.alerts.rules import DeviceView
+from daemon.sqlite_files import Recovery, open_checked
 
 _LOG = logging.getLogger(__name__)
 
@@ -44,8 +45,15 @@ CREATE TABLE IF NOT EXISTS silence (
     by         TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notify_pending (
+    seq INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 """
 
+
+# One row to write: its SQL, its arguments, and the values it holds (see `_written`).
+_Row = tuple[str, tuple[str, ...], tuple[Any, ...]]
 
 _GETTERS: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any]]] = {}
 
@@ -66,8 +74,12 @@ def _doc(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
 
 class AlertStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
+        # A broken file is moved aside (what reads back is kept) rather than crash every start.
+        self.recovery: Recovery | None = open_checked(path)
+        self.error: str | None = None  # why the last write failed, until one succeeds
+        # Changes a failed write left behind, by key: written with the next save.
+        self._unsaved: dict[tuple[str, str], _Row] = {}
         # The engine serialises its calls; the lock only guards against a second user.
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -119,9 +131,12 @@ class AlertStore:
         return [Silence(*row) for row in rows]
 
     def save(self, records: Iterable[AlertRecord], views: Mapping[str, DeviceView]) -> None:
-        """Write the records and views that changed since they were last written."""
-        rows: list[tuple[str, tuple[str, ...]]] = []
-        changed: dict[tuple[str, str], tuple[Any, ...]] = {}
+        """Write the records and views that changed since they were last written.
+
+        A failed write (a full disk) raises sqlite3.Error, and what it did not write
+        is kept and written with the next save (the engine goes on from memory).
+        """
+        rows: dict[tuple[str, str], _Row] = dict(self._unsaved)
         for rec in records:
             if rec.phase == "inactive" and rec.pending_since_ms is None:
                 continue  # nothing worth keeping yet
@@ -129,26 +144,47 @@ class AlertStore:
             key = ("a", f"{rec.device}/{rec.rule}")
             if self._written.get(key) != values:
                 sql = "INSERT OR REPLACE INTO alert VALUES (?, ?, ?)"
-                rows.append((sql, (rec.device, str(rec.rule), _doc(names, values))))
-                changed[key] = values
+                rows[key] = (sql, (rec.device, str(rec.rule), _doc(names, values)), values)
         for device, view in views.items():
             names, values = _values(view)
             if self._written.get(("d", device)) != values:
                 sql = "INSERT OR REPLACE INTO device VALUES (?, ?)"
-                rows.append((sql, (device, _doc(names, values))))
-                changed[("d", device)] = values
+                rows[("d", device)] = (sql, (device, _doc(names, values)), values)
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                for sql, args in rows:
-                    self._db.execute(sql, args)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        self._written.update(changed)
+        try:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for sql, args, _ in rows.values():
+                        self._db.execute(sql, args)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            self._unsaved = rows
+            self._failed(exc, len(rows))
+            raise
+        self._unsaved = {}
+        self._written.update((key, row[2]) for key, row in rows.items())
+        if self.error is not None:
+            _LOG.warning(
+                "alert state %s is written again (%d changes caught up)", self._path, len(rows)
+            )
+            self.error = None
+
+    def _failed(self, exc: sqlite3.Error, pending: int) -> None:
+        if self.error is None:
+            _LOG.error(
+                "could not write the alert state to %s (%s); the engine goes on from memory "
+                "and writes the %d pending changes once it can (lost if it stops meanwhile)",
+                self._path,
+                exc,
+                pending,
+            )
+        self.error = str(exc)
 
     def add_silence(
         self, device: str | None, rule: str | None, until_ms: int, reason: str, by: str, now_ms: int
@@ -163,5 +199,44 @@ class AlertStore:
             return cur.lastrowid
 
     def delete_silence(self, silence_id: int) -> None:
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM silence WHERE id = ?", (silence_id,))
+        except sqlite3.Error as exc:
+            # Harmless if it stays: an expired silence is dropped again at the next load.
+            self._failed(exc, 1)
+
+    # Notifications not yet delivered (daemon.alerts.notify), one row per delivery to one URL.
+
+    def load_deliveries(self) -> list[PendingDelivery]:
         with self._lock:
-            self._db.execute("DELETE FROM silence WHERE id = ?", (silence_id,))
+            rows = self._db.execute("SELECT seq, doc FROM notify_pending ORDER BY seq").fetchall()
+        found = []
+        for seq, doc in rows:
+            try:
+                found.append(PendingDelivery(**json.loads(doc)))
+            except (ValueError, TypeError):
+                _LOG.warning(
+                    "pending notification %d in %s is unreadable; dropped", seq, self._path
+                )
+        return found
+
+    def save_deliveries(self, deliveries: Iterable[PendingDelivery]) -> None:
+        rows = [(d.seq, _doc(*_values(d))) for d in deliveries]
+        self._many("INSERT OR REPLACE INTO notify_pending VALUES (?, ?)", rows)
+
+    def delete_deliveries(self, seqs: Iterable[int]) -> None:
+        self._many("DELETE FROM notify_pending WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One transaction (one fsync) for all rows."""
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise

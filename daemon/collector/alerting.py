@@ -6,6 +6,11 @@ fsync its state, a notification may wait on a mail server). Each event the
 engine decides is published three ways: the retained alert topic, the `alert`
 measurement (through the spool, like readings) and, when it is meant for
 people, a notification on the route of its severity.
+
+One reading or control message that makes the engine fail costs that item
+only: the failure is logged with its traceback and counted (`alert_errors`),
+the rest of the batch is evaluated, and the thread carries on - a supervisor
+restart would only meet the same input again.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +67,7 @@ class AlertCounters:
     notified: int = 0
     acks: int = 0
     bad_control: int = 0
+    errors: int = 0  # readings, messages or ticks the engine failed on (logged)
 
 
 class AlertService:
@@ -80,9 +87,11 @@ class AlertService:
         self._publish = publish
         self._on_spooled = on_spooled
         self._clock_ms = clock_ms
+        # One file for alert state and pending notifications: both must survive a restart.
+        store = self.store = AlertStore(alerts.state_path)
         self.engine = AlertEngine(
             alerts,
-            store=AlertStore(alerts.state_path),
+            store=store,
             site_names=settings.site.names(),
             device_names={d.id: d.name for d in settings.devices if d.name},
         )
@@ -94,9 +103,11 @@ class AlertService:
             ),
             max_pending=n.max_pending,
             min_interval_s=n.min_interval_s,
+            store=store,
         )
         self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
         self.counters = AlertCounters()
+        self._tick_failed_at: float | None = None
 
     # --- called from other threads -----------------------------------------------------------
 
@@ -107,7 +118,16 @@ class AlertService:
         def work(now: int) -> list[AlertEvent]:
             events: list[AlertEvent] = []
             for reading in readings:
-                events.extend(observe(reading, now))
+                try:
+                    events.extend(observe(reading, now))
+                except Exception:  # noqa: BLE001 - one reading must not cost the batch
+                    self.counters.errors += 1
+                    _LOG.exception(
+                        "alert engine failed on a reading of %s/%s (seq %s); skipped",
+                        reading.site,
+                        reading.device,
+                        reading.seq,
+                    )
             return events
 
         self._inbox.put(work)
@@ -180,16 +200,45 @@ class AlertService:
             while not stop.is_set():
                 now = self._clock_ms()
                 if now >= next_tick:
-                    self._emit(self.engine.tick(now))
+                    self._tick(now)
                     next_tick = now + TICK_S * 1000
                 try:
                     work = self._inbox.get(timeout=max(0.0, (next_tick - now) / 1000))
                 except queue.Empty:
                     continue
-                self._emit(work(self._clock_ms()))
+                try:
+                    events = work(self._clock_ms())
+                except Exception:  # noqa: BLE001 - one control message must not stop the thread
+                    self.counters.errors += 1
+                    _LOG.exception("alert engine failed on a control message; skipped")
+                    continue
+                self._emit(events)
         finally:
             undo_notifier(5.0)
             self._spool.close()
+
+    def _tick(self, now: int) -> None:
+        try:
+            events = self.engine.tick(now)
+        except Exception:  # noqa: BLE001 - the next tick may succeed; a restart would not help
+            self.counters.errors += 1
+            # A failing tick fails every second: the traceback once a minute is enough.
+            last = self._tick_failed_at
+            if last is None or time.monotonic() - last >= 60:
+                self._tick_failed_at = time.monotonic()
+                _LOG.exception("alert engine tick failed (logged once a minute while it lasts)")
+            return
+        self._emit(events)
+
+    def engine_fields(self) -> dict[str, int]:
+        """The engine's own counters for `pipeline` (readings set aside: daemon/alerts/clock.py)."""
+        c = self.engine.counters
+        return {
+            "alert_late": c.late,
+            "alert_buffered": c.buffered,
+            "alert_future": c.future,
+            "alert_store_errors": c.store_errors,
+        }
 
     def _emit(self, events: list[AlertEvent]) -> None:
         if not events:
@@ -201,25 +250,36 @@ class AlertService:
             self.counters.events += 1
             if event.action is Action.ACKNOWLEDGED:
                 self.counters.acks += 1
-            topic = wire.alert_topic(self._prefix, a.site, a.device, a.rule)
-            self._publish(topic, alert_json(a), True)
-            lines.append(
-                wire.alert_line(
-                    site=a.site,
-                    kind=a.kind,
-                    device=a.device,
-                    rule=a.rule,
-                    severity=str(a.severity),
-                    state=str(a.state),
-                    value=a.value,
-                    message=a.message,
-                    ts_ms=now,
+            try:
+                topic = wire.alert_topic(self._prefix, a.site, a.device, a.rule)
+                self._publish(topic, alert_json(a), True)
+                lines.append(
+                    wire.alert_line(
+                        site=a.site,
+                        kind=a.kind,
+                        device=a.device,
+                        rule=a.rule,
+                        severity=str(a.severity),
+                        state=str(a.state),
+                        value=a.value,
+                        message=a.message,
+                        ts_ms=now,
+                    )
                 )
-            )
-            _LOG.info("alert %s: %s", event.action, a.message)
-            if event.notify:
-                self._notify(event, topic)
-        self._spool.append([Entry(SPOOL_TOPIC, line, 1) for line in lines])
+                _LOG.info("alert %s: %s", event.action, a.message)
+                if event.notify:
+                    self._notify(event, topic)
+            except Exception:  # noqa: BLE001 - one event must not cost the others
+                self.counters.errors += 1
+                _LOG.exception(
+                    "publishing alert %s of %s/%s failed", event.action, a.device, a.rule
+                )
+        try:
+            self._spool.append([Entry(SPOOL_TOPIC, line, 1) for line in lines])
+        except Exception:  # noqa: BLE001 - published and notified already; only the points miss
+            self.counters.errors += 1
+            _LOG.exception("%d alert points not spooled", len(lines))
+            return
         self._on_spooled()
 
     def _notify(self, event: AlertEvent, topic: str) -> None:

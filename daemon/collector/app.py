@@ -8,6 +8,7 @@ flush what it can within its grace period, leaving the rest in the spool.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -16,7 +17,9 @@ from typing import Any
 
 from config import FleetSettings
 from daemon import wire
+from daemon.alerts import system
 from daemon.collector.alerting import AlertService
+from daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
 from daemon.collector.http_api import HttpApi, alerts_json
 from daemon.collector.ingest import Ingest
 from daemon.collector.sinks import Sink, make_sink
@@ -27,6 +30,11 @@ from daemon.spool import Spool
 from daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
+
+# Availability is "online"/"offline" and an acknowledgement a name or {"by": name} (64
+# characters kept): a control payload past 1 KiB is not one, and a body that small cannot
+# nest deeper (~512 levels) than the JSON parser's recursion limit (1000).
+CONTROL_MAX_BYTES = 1024
 
 
 def _now_ms() -> int:
@@ -66,12 +74,23 @@ class Collector:
             settings.spool.path, max_bytes=settings.spool.max_bytes, fsync=settings.spool.fsync
         )
         self.sink = sink if sink is not None else make_sink(settings.influx)
+        self.deadletters = DeadLetterStore(
+            settings.collector.deadletter_file(settings.spool.path),
+            max_bytes=settings.collector.deadletter_max_bytes,
+            max_payload_bytes=settings.collector.max_payload_bytes,
+            fsync=settings.spool.fsync,
+        )
         alerting = settings.alerts.enabled
         subscriptions = wire.subscriptions(self._prefix)
         if alerting:
             subscriptions += wire.control_subscriptions(self._prefix)
+        self.session_lost = 0  # persistent sessions the broker no longer had
         self.link = MqttLink(
-            settings.mqtt, persistent=True, subscriptions=subscriptions, manual_ack=True
+            settings.mqtt,
+            persistent=True,
+            subscriptions=subscriptions,
+            manual_ack=True,
+            on_session=self._session,
         )
         influx = settings.influx
         self.writer = Writer(
@@ -104,6 +123,7 @@ class Collector:
             batch_max=settings.collector.ingest_batch_max,
             on_control=self._control if self.alerts is not None else None,
             on_readings=self.alerts.observe if self.alerts is not None else None,
+            keep_dead_letters=self._keep_dead_letters,
         )
         self.link.set_message_sink(self.ingest.put)
         self.http = HttpApi(
@@ -114,6 +134,12 @@ class Collector:
             acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
             silences=self.alerts,
         )
+        # State files found broken at start and replaced (daemon/sqlite_files.py).
+        self.recoveries = [
+            r
+            for r in (self.spool.recovery, self.alerts.store.recovery if self.alerts else None)
+            if r is not None
+        ]
         self.stats = StatsReporter(
             site=settings.site.id,
             instance=self.link.client_id,
@@ -121,15 +147,47 @@ class Collector:
             writer=self.writer,
             spool=self.spool,
             interval_s=settings.collector.stats_interval_s,
-            extra_fields=self._alert_fields,
+            extra_fields=lambda: {
+                **self._alert_fields(),
+                "state_files_recovered": len(self.recoveries),
+                **self.deadletters.fields(),
+                "session_lost": self.session_lost,
+            },
         )
 
     def _control(self, message: Inbound) -> bool:
         control = wire.parse_control(self._prefix, message.topic)
         if control is None or self.alerts is None:
             return False
+        if len(message.payload) > CONTROL_MAX_BYTES:
+            self.alerts.counters.bad_control += 1  # on the ingest thread, like control()
+            detail = (
+                f"{control.what} payload is {len(message.payload)} bytes; "
+                f"the limit for control messages is {CONTROL_MAX_BYTES} bytes"
+            )
+            raise wire.Rejected(wire.Reason.TOO_LARGE, detail)
         self.alerts.control(control, message.payload)
         return True
+
+    def _session(self, present: bool) -> None:
+        """On every MQTT connect (paho's thread): did the broker keep our session?
+
+        Whether this client id had a session before is kept in the spool's file, so
+        a broker that lost it while the collector was down is noticed too.
+        """
+        key = f"mqtt_session:{self.link.client_id}"
+        if not present and self.spool.get_meta(key) is not None:
+            self.session_lost += 1
+            _LOG.warning(
+                "MQTT broker %s:%s no longer had the persistent session of %s (expired, or "
+                "the broker lost its state): readings published while it was gone may be "
+                "lost; seq gaps will show which",
+                self.settings.mqtt.host,
+                self.settings.mqtt.port,
+                self.link.client_id,
+            )
+        if not present:
+            self.spool.set_meta(key, str(_now_ms()))  # when this session began
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
         depth = self.spool.depth()
@@ -141,8 +199,41 @@ class Collector:
             "received": self.ingest.counters.received,
             "written": self.writer.counters.written_points,
         }
-        # InfluxDB being away is not ill health: the spool is there for it.
-        return self.link.connected, details
+        # InfluxDB being away is not ill health: the spool is there for it. Not being
+        # able to commit to the spool is: nothing is acknowledged, the broker's queue
+        # grows, and no restart cures a full disk - a person must.
+        spool_failing = self.ingest.commit_failing_for_s
+        details["spool_error"] = self.ingest.commit_error
+        details["spool_failing_for_s"] = None if spool_failing is None else round(spool_failing, 1)
+        if self.alerts is not None:
+            details["alert_state_error"] = self.alerts.store.error
+        details["state_files_recovered"] = [
+            {"file": str(r.path), "moved_to": str(r.moved_to), "rows_kept": r.rows}
+            for r in self.recoveries
+        ]
+        return self.link.connected and self.ingest.commit_error is None, details
+
+    def _announce_recoveries(self) -> None:
+        """A state file was broken at start: a retained critical alert, notified like any."""
+        for recovery in self.recoveries:
+            topic, payload, alert = system.recovery_alert(
+                recovery,
+                prefix=self._prefix,
+                site=self.settings.site.id,
+                source=self.link.client_id,
+                kind="collector",
+                now_ms=self._clock_ms(),
+            )
+            self.link.publish(topic, payload, qos=1, retain=True)  # queued until connected
+            if self.alerts is not None:
+                key = f"{alert.device}/{alert.rule}"
+                self.alerts.notifier.submit(
+                    "critical",
+                    f"[critical] {alert.message}",
+                    alert.message,
+                    key=key,
+                    notify_type="failure",
+                )
 
     def _open_alerts(self) -> list[dict[str, object]]:
         assert self.alerts is not None
@@ -157,6 +248,8 @@ class Collector:
             "alert_notified": c.notified,
             "alert_acks": c.acks,
             "alert_bad_control": c.bad_control,
+            "alert_errors": c.errors,
+            **self.alerts.engine_fields(),
             **self.alerts.notifier.counters.fields(),
         }
 
@@ -164,19 +257,41 @@ class Collector:
         retention = self.settings.influx.retention_seconds
         return None if retention is None else self._clock_ms() - int(retention * 1000)
 
-    def _deadletter_topic(self, source_topic: str) -> str:
-        """The dead-letter topic of the message's own site when its topic names a valid one."""
+    def _site_of(self, source_topic: str) -> str:
+        """The message's own site when its topic names a valid one, else this site."""
         site = self.settings.site.id
         head = f"{self._prefix}/{wire.VERSION}/"
         if source_topic.startswith(head):
             candidate = source_topic[len(head) :].split("/", 1)[0]
             with contextlib.suppress(ValueError):
                 site = wire.check_id("site", candidate)
-        return wire.deadletter_topic(self._prefix, site)
+        return site
+
+    def _deadletter_topic(self, source_topic: str) -> str:
+        return wire.deadletter_topic(self._prefix, self._site_of(source_topic))
+
+    def _keep_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """On the ingest thread, before the batch is acknowledged: one transaction."""
+        self.deadletters.keep(
+            [dataclasses.replace(d, site=self._site_of(d.topic)) for d in letters]
+        )
 
     def _dead_letter_line(self, topic: str, line: str, reason: str) -> None:
+        now_ms = _now_ms()
+        detail = reason[:500]
+        letter = DeadLetter(
+            topic,
+            line.encode(),
+            wire.Reason.INFLUX_REJECTED,
+            detail,
+            now_ms,
+            site=self._site_of(topic),
+            format=FORMAT_LINE,
+        )
+        # On the writer thread, before the batch leaves the spool.
+        self.deadletters.keep([letter])
         payload = wire.deadletter_payload(
-            topic, line.encode(), wire.Reason.INFLUX_REJECTED, reason[:500], _now_ms()
+            topic, line.encode(), wire.Reason.INFLUX_REJECTED, detail, now_ms
         )
         self.link.publish(self._deadletter_topic(topic), payload)
 
@@ -193,6 +308,7 @@ class Collector:
         stop_stats = part("stats", self.stats.run)
         stop_alerts = part("alerts", self.alerts.run) if self.alerts is not None else None
         stop_link = self.link.start()
+        self._announce_recoveries()
         stop_http = self.http.start()
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
@@ -210,10 +326,11 @@ class Collector:
                 stop_alerts(10.0)  # its last events still go out on the link
             stop_link()
             stop_stats(5.0)
-            self.stats.report()  # the last counters, so the history ends where we stopped
+            self.stats.try_report()  # the last counters, so the history ends where we stopped
             stop_writer(30.0)
             self.sink.close()
             self.spool.close()
+            self.deadletters.close()
             _LOG.info("collector stopped; %d points left in the spool", self.spool.depth().points)
 
         return undo

@@ -6,6 +6,12 @@ batch's readings to the spool in one transaction and only then acknowledges
 the batch in arrival order (MQTT wants PUBACKs in order). A bad message is
 published to the dead-letter topic with its reason, counted, and acknowledged
 with its batch: it can never become good by being redelivered.
+
+Everything that runs for one message (the control hook, decoding, its lines,
+seq tracking) runs under that message's own guard, so whatever it raises -
+RecursionError and MemoryError included - becomes that message's dead letter
+(`internal_error` when it is not a plain rejection); the rest of the batch is
+spooled and acknowledged, and the thread never restarts because of input.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from daemon import wire
+from daemon.collector.deadletters import DeadLetter
 from daemon.collector.seqtrack import SeqTracker
 from daemon.mqtt import Inbound
-from daemon.spool import Entry, Spool
+from daemon.spool import Entry, SeqRow, Spool
 
 _LOG = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], None]
 Ack = Callable[[Inbound], None]
+# Keeps a batch's dead letters durably (originals, whole); returns once they are on disk.
+KeepDeadLetters = Callable[[list[DeadLetter]], object]
 
 
 @dataclass
@@ -39,7 +48,13 @@ class IngestCounters:
     ignored: int = 0
     spooled: int = 0
     dead_lettered: int = 0
+    # A step after the commit failed (dead-letter publish, ack, hand-over): logged, counted.
+    internal_errors: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+
+
+# Why a message was refused: (reason, detail).
+_Failure = tuple[wire.Reason, str]
 
 
 class Ingest:
@@ -55,6 +70,7 @@ class Ingest:
         batch_max: int,
         on_control: Callable[[Inbound], bool] | None = None,
         on_readings: Callable[[list[wire.Reading]], None] | None = None,
+        keep_dead_letters: KeepDeadLetters | None = None,
     ) -> None:
         self._decoder = decoder
         self._spool = spool
@@ -67,9 +83,24 @@ class Ingest:
         self._on_control = on_control
         # Readings once on disk: the alert engine's input.
         self._on_readings = on_readings
+        self._keep_dead_letters = keep_dead_letters
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
         self.counters = IngestCounters()
-        self.seq = SeqTracker()
+        # Why the spool refuses commits (a full disk, a full spool) and since when (monotonic).
+        self.commit_error: str | None = None
+        self._commit_since: float | None = None
+        # The last state of each device's seq, as committed with the spool's rows.
+        self.seq = SeqTracker(self._restored_seq(spool))
+
+    @staticmethod
+    def _restored_seq(spool: Spool) -> list[SeqRow]:
+        # An aid to counting, not data: a state that cannot be read costs the gaps across
+        # this one restart, never the start.
+        try:
+            return spool.seq_rows()
+        except (sqlite3.Error, ValueError, TypeError) as exc:
+            _LOG.warning("could not read the devices' last seq (%s); counting afresh", exc)
+            return []
 
     def put(self, message: Inbound) -> None:
         """Called on paho's network thread for every message."""
@@ -97,72 +128,173 @@ class Ingest:
         return batch
 
     def _process(self, batch: list[Inbound], stop: threading.Event) -> None:
-        entries: list[Entry] = []
-        dead: list[tuple[str, bytes]] = []
         c = self.counters
         now_ms = int(time.time() * 1000)
+        entries: list[Entry] = []
         readings: list[wire.Reading] = []
+        dead: list[tuple[str, bytes]] = []
+        kept: list[DeadLetter] = []
         for message in batch:
-            if self._on_control is not None and self._on_control(message):
-                continue
-            c.received += 1
-            try:
-                reading = self._decoder.decode(message.topic, message.payload)
-                lines = wire.reading_lines(reading) if reading is not None else []
-            except wire.Rejected as rejected:
-                reason, detail = rejected.reason, rejected.detail
-                _LOG.debug("rejected %s: %s: %s", message.topic[:200], reason, detail)
-            except Exception as exc:  # noqa: BLE001 - one message must not stall the stream
-                # A bug, not bad input: keep the message (dead letter) and the stream.
-                _LOG.exception("failed on a message from %s", message.topic[:200])
-                reason, detail = wire.Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300]
+            # Everything that runs for one message runs inside its own guard: a
+            # failure is that message's dead letter, never the batch's.
+            control = self._control(message)
+            if control is True:
+                continue  # a control message, consumed
+            if control is False:
+                c.received += 1
+                failure = self._reading(message, entries, readings)
+                if failure is None:
+                    continue
+                c.rejected[failure[0]] += 1
             else:
-                if reading is None:
-                    c.ignored += 1
-                else:
-                    c.accepted += 1
-                    self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
-                    readings.append(reading)
-                    entries.append(Entry(message.topic, "\n".join(lines), len(lines)))
-                continue
-            c.rejected[reason] += 1
+                failure = control
+            reason, detail = failure
+            kept.append(DeadLetter(message.topic, message.payload, reason, detail, now_ms))
+            letter = self._dead_letter(message, reason, detail, now_ms)
+            if letter is not None:
+                dead.append(letter)
+        seq = self.seq.take_dirty()
+        if (entries or seq) and not self._commit(entries, stop, seq):
+            return  # stopping before the spool took them: leave them unacknowledged
+        if kept and self._keep_dead_letters is not None:
+            # On disk before the batch is acknowledged (collector.deadletter_path).
+            self._guarded("keeping dead letters", self._keep_dead_letters, kept)
+        for topic, payload in dead:
+            self._guarded("publishing a dead letter", self._publish, topic, payload)
+        c.dead_lettered += len(dead)
+        for message in batch:
+            self._guarded("acknowledging a message", self._ack, message)
+        c.spooled += len(entries)
+        if entries:
+            self._guarded("waking the writer", self._on_spooled)
+        if readings and self._on_readings is not None:
+            self._hand_over(readings)
+
+    def _control(self, message: Inbound) -> bool | _Failure:
+        """True when the alert service consumed the message, False when it is not a
+        control message, else why it was refused."""
+        if self._on_control is None:
+            return False
+        try:
+            return self._on_control(message)
+        except wire.Rejected as rejected:
+            # Bad control input: the control side counted it; here it is dead-lettered.
+            _LOG.debug("refused %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail)
+            return rejected.reason, rejected.detail
+        except Exception as exc:  # noqa: BLE001 - one message must not stall the stream
+            self.counters.received += 1
+            self.counters.rejected[wire.Reason.INTERNAL_ERROR] += 1
+            return self._internal_error(message, exc)
+
+    def _reading(
+        self, message: Inbound, entries: list[Entry], readings: list[wire.Reading]
+    ) -> _Failure | None:
+        """Decode, build the lines, track seq; None once the reading is queued for the spool."""
+        c = self.counters
+        try:
+            reading = self._decoder.decode(message.topic, message.payload)
+            if reading is None:
+                c.ignored += 1
+                return None
+            entry = self._entry(message.topic, wire.reading_lines(reading))
+            self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
+        except wire.Rejected as rejected:
+            _LOG.debug("rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail)
+            return rejected.reason, rejected.detail
+        except Exception as exc:  # noqa: BLE001 - one message must not stall the stream
+            return self._internal_error(message, exc)
+        # Only now, when nothing for this message can fail any more: a message
+        # that failed half-way leaves nothing behind in the batch.
+        c.accepted += 1
+        entries.append(entry)
+        readings.append(reading)
+        return None
+
+    @staticmethod
+    def _entry(topic: str, lines: list[str]) -> Entry:
+        text = "\n".join(lines)
+        # What SQLite would fail on at commit - for the whole batch - fails here, for this one.
+        text.encode("utf-8")
+        return Entry(topic, text, len(lines))
+
+    @staticmethod
+    def _internal_error(message: Inbound, exc: BaseException) -> _Failure:
+        # A bug, not bad input: keep the message (dead letter) and the stream.
+        # RecursionError and MemoryError are Exceptions too: input can cause them.
+        _LOG.error(
+            "failed on a message from %s; it goes to the dead letters",
+            message.topic[:200],
+            exc_info=exc,
+        )
+        return wire.Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+    def _dead_letter(
+        self, message: Inbound, reason: wire.Reason, detail: str, now_ms: int
+    ) -> tuple[str, bytes] | None:
+        try:
             payload = wire.deadletter_payload(
                 message.topic, message.payload, reason, detail, now_ms
             )
-            dead.append((self._deadletter_topic(message.topic), payload))
-        if entries and not self._commit(entries, stop):
-            return  # stopping before the spool took them: leave them unacknowledged
-        for topic, payload in dead:
-            self._publish(topic, payload)
-        c.dead_lettered += len(dead)
-        for message in batch:
-            self._ack(message)
-        c.spooled += len(entries)
-        if entries:
-            self._on_spooled()
-        if readings and self._on_readings is not None:
-            self._on_readings(readings)
+            return self._deadletter_topic(message.topic), payload
+        except Exception:  # noqa: BLE001 - counted below, the batch goes on
+            self.counters.internal_errors += 1
+            _LOG.exception(
+                "could not make the dead letter of a message from %s", message.topic[:200]
+            )
+            return None
 
-    def _commit(self, entries: list[Entry], stop: threading.Event) -> bool:
+    def _guarded(self, what: str, step: Callable[..., object], *args: object) -> None:
+        """A step after the commit: its failure is logged and counted, never the batch's."""
+        try:
+            step(*args)
+        except Exception:  # noqa: BLE001 - the batch is on disk; the thread must go on
+            self.counters.internal_errors += 1
+            _LOG.exception("%s failed", what)
+
+    def _hand_over(self, readings: list[wire.Reading]) -> None:
+        """Readings to the alert engine: they are stored and acknowledged already, so a
+        failure here costs alerting on them (logged, counted), nothing else."""
+        assert self._on_readings is not None
+        self._guarded("handing the readings to the alert engine", self._on_readings, readings)
+
+    def _commit(self, entries: list[Entry], stop: threading.Event, seq: list[SeqRow]) -> bool:
         """Commit to the spool, waiting (not dropping) while it is full or failing."""
-        complained = False
         while not stop.is_set():
             if self._spool.full:
-                if not complained:
-                    _LOG.error(
-                        "spool full (%d bytes); not acknowledging until InfluxDB drains it "
-                        "- the broker keeps the messages meanwhile",
-                        self._spool.depth().bytes,
-                    )
-                    complained = True
+                self._cannot_commit(
+                    "spool full",
+                    f"spool full ({self._spool.depth().bytes} bytes); not acknowledging until "
+                    "InfluxDB drains it - the broker keeps the messages meanwhile",
+                )
                 stop.wait(0.5)
                 continue
             try:
-                self._spool.append(entries)
+                self._spool.append(entries, seq)
             except sqlite3.Error as exc:
                 # A full disk or a locked file heals; dropping the readings would not.
-                _LOG.error("spool commit failed (%s); retrying", exc)
+                # Nothing is acknowledged meanwhile: the broker keeps the messages.
+                self._cannot_commit(str(exc), f"spool commit failed ({exc}); retrying every 1 s")
                 stop.wait(1.0)
                 continue
+            if self._commit_since is not None:
+                _LOG.warning(
+                    "spool commits again after %.1f s (%s)",
+                    self.commit_failing_for_s or 0.0,
+                    self.commit_error,
+                )
+                self.commit_error, self._commit_since = None, None
             return True
         return False
+
+    def _cannot_commit(self, error: str, log: str) -> None:
+        if error != self.commit_error:  # once per cause, not once per retry
+            _LOG.error("%s", log)
+        self.commit_error = error
+        if self._commit_since is None:
+            self._commit_since = time.monotonic()
+
+    @property
+    def commit_failing_for_s(self) -> float | None:
+        """How long readings could not be committed to the spool; None while they can."""
+        since = self._commit_since
+        return None if since is None else time.monotonic() - since

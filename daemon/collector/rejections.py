@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 
 _UNPARSABLE = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)
-_TYPE_CONFLICT = re.compile(r'input field "([^"]+)" on measurement "([^"]+)" is type')
+_TYPE_CONFLICT = re.compile(r'input field "([^"]+)" on measurement "([^"]+)" is type (\w+)')
+_BOOLEANS = frozenset({"t", "T", "true", "True", "TRUE", "f", "F", "false", "False", "FALSE"})
 _BEYOND_RETENTION = "points beyond retention policy"
 
 
@@ -31,6 +32,48 @@ def _measurement(line: str) -> str:
             break
         i += 1
     return line[:end]
+
+
+def _value_type(value: str) -> str:
+    """InfluxDB's name for the type of a line protocol field value."""
+    if value.startswith('"'):
+        return "string"
+    if value in _BOOLEANS:
+        return "boolean"
+    if value.endswith("i"):
+        return "integer"
+    if value.endswith("u"):
+        return "unsigned"
+    return "float"
+
+
+def _field_types(line: str) -> dict[str, str]:
+    """Field key -> InfluxDB type name, read from a line's field set (quotes and escapes
+    respected, so a string value holding `x=1` is not taken for a field)."""
+    i, n = 0, len(line)
+    while i < n and line[i] != " ":  # the series key
+        i += 2 if line[i] == "\\" else 1
+    types: dict[str, str] = {}
+    while i < n and line[i] in " ,":
+        i += 1
+        start = i
+        while i < n and line[i] != "=":
+            i += 2 if line[i] == "\\" else 1
+        key = line[start:i]
+        i += 1
+        start = i
+        if i < n and line[i] == '"':
+            i += 1
+            while i < n and line[i] != '"':
+                i += 2 if line[i] == "\\" else 1
+            i += 1
+        else:
+            while i < n and line[i] not in ", ":
+                i += 1
+        types[key] = _value_type(line[start:i])
+        if i >= n or line[i] == " ":
+            break
+    return types
 
 
 def _timestamp_ms(line: str) -> int | None:
@@ -61,12 +104,21 @@ def rejected_lines(body: str, lines: Sequence[str], *, oldest_allowed_ms: int | 
             return hits
     conflicts = _TYPE_CONFLICT.findall(body)
     if conflicts:
+        # The lines whose field has the refused type; a line with the same field of the
+        # type the server already has was written, and is not reported.
         hits = [
             i
             for i, line in enumerate(lines)
-            for field, measurement in conflicts
-            if _measurement(line) == measurement and (f" {field}=" in line or f",{field}=" in line)
+            for field, measurement, kind in conflicts
+            if _measurement(line) == measurement and _field_types(line).get(field) == kind
         ]
+        if not hits:  # the type named in words we do not know: every line with the field
+            hits = [
+                i
+                for i, line in enumerate(lines)
+                for field, measurement, _ in conflicts
+                if _measurement(line) == measurement and field in _field_types(line)
+            ]
         if hits:
             return sorted(set(hits))
     if _BEYOND_RETENTION in body and oldest_allowed_ms is not None:

@@ -53,13 +53,48 @@ class StatsReporter:
         self._clock_ms = clock_ms
         self._extra_fields = extra_fields  # counters of other parts (alerts, notifications)
         self._started = time.monotonic()
+        self.failures = 0  # reports that failed (logged); the next interval tries again
+        self._failing = False
+        self._extra_failing = False
 
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.wait(self._interval_s):
-                self.report()
+                self.try_report()
         finally:
             self._spool.close()
+
+    def try_report(self) -> bool:
+        """One report; its failure (a spool that would not commit, a bug) is logged and
+        counted, and the next interval reports again: the counters are cumulative, so a
+        skipped point loses no count. True if the point was spooled."""
+        try:
+            self.report()
+        except Exception:  # noqa: BLE001 - the stats thread must outlive one bad report
+            self.failures += 1
+            # With its traceback once per streak, then quietly: a lasting cause would
+            # otherwise fill the journal every interval.
+            if self._failing:
+                _LOG.debug("pipeline report failed again", exc_info=True)
+            else:
+                _LOG.exception("pipeline report failed; trying again next interval")
+            self._failing = True
+            return False
+        self._failing = False
+        return True
+
+    def _extra(self) -> Mapping[str, lineproto.FieldValue]:
+        """Other parts' counters; a part whose counters fail costs only its own fields."""
+        try:
+            fields = self._extra_fields()
+        except Exception:  # noqa: BLE001 - the collector's own counters still go out
+            self.failures += 1
+            if not self._extra_failing:
+                _LOG.exception("counters of another part failed; reporting without them")
+            self._extra_failing = True
+            return {}
+        self._extra_failing = False
+        return fields
 
     def lines(self) -> list[str]:
         now_ms = self._clock_ms()
@@ -78,14 +113,18 @@ class StatsReporter:
             "write_batches": w.written_batches,
             "write_retries": w.retries,
             "write_rejected": w.rejected_points,
+            "write_resent": w.resent_points,
             "spool_rows": depth.rows,
             "spool_points": depth.points,
             "spool_bytes": depth.bytes,
             "seq_missing": self._ingest.seq.missing,
             "seq_duplicates": self._ingest.seq.duplicates,
+            "seq_restarts": self._ingest.seq.restarts,
+            "internal_errors": i.internal_errors + w.dead_letter_failures,
+            "stats_failures": self.failures,
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
-        fields.update(self._extra_fields())
+        fields.update(self._extra())
         for reason in wire.Reason:
             fields[f"rejected_{reason.value}"] = i.rejected.get(reason, 0)
         if write_ms:

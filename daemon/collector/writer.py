@@ -1,8 +1,9 @@
 """Drains the spool into InfluxDB.
 
 A batch leaves the spool only when InfluxDB took it (2xx) or refused it for
-good (400/422: a partial write, whose refused lines go to the dead-letter
-topic and which is never retried). Everything else - unreachable server,
+good (400/422: its refused lines go to the dead letters and are never
+retried; the rest is written again, since only a 2xx says what the server
+stored - `written` counts nothing else). Everything else - unreachable server,
 timeouts, 429, 5xx, bad credentials - keeps the batch and retries it with
 exponential backoff and jitter, honouring Retry-After.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +36,9 @@ class WriterCounters:
     written_batches: int = 0
     retries: int = 0
     rejected_points: int = 0
+    # Lines of a refused batch written again to learn whether the server took them.
+    resent_points: int = 0
+    dead_letter_failures: int = 0
     write_ms: list[float] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
 
@@ -86,6 +91,7 @@ class Writer:
         self._attempt = 0
         self._failing_since: float | None = None
         self.counters = WriterCounters()
+        self._spool_failing = False  # logged once per episode of spool errors
 
     @property
     def failing_for_s(self) -> float | None:
@@ -102,7 +108,10 @@ class Writer:
             while not stop.is_set():
                 wait = self._due_in()
                 if wait <= 0:
-                    delay = self._write_batch()
+                    try:
+                        delay = self._write_batch()
+                    except sqlite3.Error as exc:
+                        delay = self._spool_failed(exc)
                     if delay is not None:
                         stop.wait(delay)
                     continue
@@ -111,6 +120,14 @@ class Writer:
             self._final_flush()
         finally:
             self._spool.close()
+
+    def _spool_failed(self, exc: sqlite3.Error) -> float:
+        """The spool refused (a full disk: removing rows needs WAL space too). The batch
+        stays; if InfluxDB took it already, writing it again stores the same points."""
+        if not self._spool_failing:
+            _LOG.error("spool failed under the writer (%s); retrying every 1 s", exc)
+        self._spool_failing = True
+        return 1.0
 
     def _due_in(self) -> float:
         """Seconds until the next write is due: a full batch now, else when the oldest
@@ -175,6 +192,9 @@ class Writer:
 
     def _succeeded(self, rows: list[SpoolRow], elapsed_ms: float) -> None:
         self._spool.remove(rows)
+        if self._spool_failing:
+            _LOG.warning("spool works again under the writer")
+            self._spool_failing = False
         points = sum(r.n for r in rows)
         now_ms = time.time() * 1000
         c = self.counters
@@ -218,23 +238,52 @@ class Writer:
         return None
 
     def _partial_write(self, rows: list[SpoolRow], result: WriteResult) -> None:
-        located = [(row.topic, line) for row in rows for line in row.lines.split("\n")]
-        bad = rejected_lines(
-            result.body, [line for _, line in located], oldest_allowed_ms=self._oldest_allowed_ms()
+        """A batch InfluxDB refused in whole or in part (400/422, or 413 for one row).
+
+        Which lines the server wrote is not something it says: its `dropped=N` can be
+        short (InfluxDB 1.6 reports one reason and, at times, fewer drops than it made),
+        2.x refuses a whole batch for one unparsable line, 1.x writes the rest. So
+        nothing of a refused batch is counted as written here. The lines the server
+        named go to the dead letters; the others stay at the head of the spool and
+        go again, which is harmless (a point written twice is one point) and turns
+        the server's 204 into the confirmation. Each round takes at least one line
+        out, so it ends.
+        """
+        located = [(row, line) for row in rows for line in row.lines.split("\n")]
+        bad = set(
+            rejected_lines(
+                result.body,
+                [line for _, line in located],
+                oldest_allowed_ms=self._oldest_allowed_ms(),
+            )
         )
+        reason = error_text(result.body)
         _LOG.warning(
             "InfluxDB refused %d of %d points (status %d): %s",
             len(bad),
             len(located),
             result.status,
-            result.body[:300],
+            reason[:300],
         )
-        reason = error_text(result.body)
-        for index in bad:
-            topic, line = located[index]
-            self._on_rejected(topic, line, reason)
+        kept: dict[int, list[str]] = {row.id: [] for row in rows}
+        for index, (row, line) in enumerate(located):
+            if index in bad:
+                self._reject(row.topic, line, reason)
+            else:
+                kept[row.id].append(line)
         self.counters.rejected_points += len(bad)
-        # The rest of the batch was written by the server: count it as such.
-        self.counters.written_points += len(located) - len(bad)
-        self._spool.remove(rows)
+        if len(bad) == len(located):
+            self._spool.remove(rows)
+        else:
+            changed = [(row, kept[row.id]) for row in rows if len(kept[row.id]) != row.n]
+            self._spool.replace_lines(changed)
+            self.counters.resent_points += len(located) - len(bad)
         self._attempt = 0
+
+    def _reject(self, topic: str, line: str, reason: str) -> None:
+        """One refused line to the dead letters; a failure there is not the batch's."""
+        try:
+            self._on_rejected(topic, line, reason)
+        except Exception:  # noqa: BLE001 - the writer must go on draining the spool
+            self.counters.dead_letter_failures += 1
+            _LOG.exception("could not dead-letter a line InfluxDB refused")

@@ -39,7 +39,7 @@ from drivers.ble.scanner import (
     ScannerBackend,
     find_device,
 )
-from drivers.readings import Battery, Reading, Status
+from drivers.readings import Battery, Reading, Status, firmware_label
 
 _LOG = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class BleBattery:
         level = client.services.get_characteristic(BATTERY_LEVEL)
         if level is None:
             raise BleakError("device has no Battery Level characteristic (0x2A19)")
-        self._firmware = await self._read_text(client, FIRMWARE_REVISION)
+        self._firmware = firmware_label(await self._read_text(client, FIRMWARE_REVISION))
         _LOG.info(
             "Battery %s: connected to %s (%s %s, firmware %s)",
             cfg.device,

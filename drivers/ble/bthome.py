@@ -26,7 +26,7 @@ from drivers.ble.scanner import (
     same_address,
     scanning,
 )
-from drivers.readings import Reading, Status
+from drivers.readings import Reading, Status, within
 
 _LOG = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ class BTHome:
         if self._last_emit is not None and now - self._last_emit < cfg.min_interval_s:
             return
         self._last_emit = now
-        status = None if advert.rssi_dbm is None else Status(rssi_dbm=advert.rssi_dbm)
+        rssi = within("rssi_dbm", advert.rssi_dbm)
+        status = None if rssi is None else Status(rssi_dbm=int(rssi))
         sink.reading(
             Reading(device=cfg.device, ts_ms=self._clock(), battery=advert.battery, status=status)
         )

@@ -17,7 +17,7 @@ from bthome_ble import BTHomeBluetoothDeviceData
 from bthome_ble.parser import EncryptionScheme
 from habluetooth import BluetoothServiceInfoBleak
 
-from drivers.readings import Battery
+from drivers.readings import Battery, within
 
 
 def uuid16(short: int) -> str:
@@ -114,15 +114,14 @@ def decode_bthome(
         return BTHomeAdvert(rssi_dbm=rssi, encrypted=True, undecryptable=True)
     values = {key.key: value.native_value for key, value in update.entity_values.items()}
     binaries = {key.key: value.native_value for key, value in update.binary_entity_values.items()}
-    pct = _first(values, "battery")
-    if pct is not None and not 0 <= pct <= 100:
-        pct = None
     charging = binaries.get("battery_charging")
+    # BTHome can carry values the contract refuses (0x4A voltage reaches 6553.5 V): such a
+    # field is left out, not the whole reading.
     battery = Battery(
-        pct=pct,
-        voltage_v=_first(values, "voltage"),
-        current_a=_first(values, "current"),
-        temp_c=_first(values, "temperature"),
+        pct=within("pct", _first(values, "battery")),
+        voltage_v=within("voltage_v", _first(values, "voltage")),
+        current_a=within("current_a", _first(values, "current")),
+        temp_c=within("temp_c", _first(values, "temperature")),
         charging=charging if isinstance(charging, bool) else None,
     )
     packet = _first(values, "packet_id")

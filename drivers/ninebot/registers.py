@@ -111,7 +111,9 @@ BMS_FIELDS: tuple[Field, ...] = (
     Field("remaining_mah", 0x31, Kind.U16),
     Field("pct", 0x32, Kind.U16, valid=(0, 100)),
     Field("current_a", 0x33, Kind.I16, scale="bms_current"),
-    Field("voltage_v", 0x34, Kind.U16, scale=0.01),
+    # 0..200 V is the v1 contract's range: 0xFFFF (655.35 V) from a glitching BMS must not
+    # cost the whole reading.
+    Field("voltage_v", 0x34, Kind.U16, scale=0.01, valid=(0, 200)),
     # each byte is degrees C + 20 ("0~119 -> -20~99 C")
     Field("temp1_c", 0x35, Kind.LO_BYTE, offset=-20, valid=(-20, 99)),
     Field("temp2_c", 0x35, Kind.HI_BYTE, offset=-20, valid=(-20, 99)),

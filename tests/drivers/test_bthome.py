@@ -45,7 +45,8 @@ def encrypted(payload: bytes, mac: str = MAC, key: bytes = KEY, counter: int = 1
         ("4000090115025d0903b718", Battery(pct=21.0, temp_c=23.97)),
         ("40000901 5d 025d09 03b718".replace(" ", ""), Battery(pct=93.0, temp_c=23.97)),
         ("400c020c", Battery(voltage_v=3.074)),
-        ("404a020c", Battery(voltage_v=307.4)),
+        ("404a0c02", Battery(voltage_v=52.4)),
+        ("404a020c015d", Battery(pct=93.0)),  # 307.4 V is outside the contract: left out
         ("40015d0ca40d45f600", Battery(pct=93.0, voltage_v=3.492, temp_c=24.6)),
         ("40010016 01".replace(" ", ""), Battery(pct=0.0, charging=True)),
         ("405dc8fe", Battery(current_a=-0.312)),

@@ -1,0 +1,330 @@
+"""`fleet deadletters`: list the kept dead letters, and replay the ones a fix made valid.
+
+Listing opens the store read-only, so it is safe while the collector runs.
+`replay` publishes each kept original back to its own topic at QoS 1, with
+the configured MQTT settings, so the running collector validates it again
+from scratch: a message that is valid now is stored, one that still is not
+becomes a new dead letter with its reason of now. An entry is marked
+replayed only once the broker acknowledged its publish. Lines InfluxDB
+refused are kept as line protocol, not as MQTT messages: replay writes them
+to InfluxDB again. Payloads kept truncated (`too_large`) are never replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from config import FleetSettings
+from config.influx import duration_seconds
+from daemon.collector import deadletters as store
+from daemon.collector.deadletters import FORMAT_LINE, FORMAT_MQTT, Kept, Query
+
+_CHUNK = 200  # publishes acknowledged (and marked) together
+_ACK_TIMEOUT_S = 30.0
+
+
+def _since(text: str) -> int:
+    """`--since`: an ISO-8601 time (UTC unless it says otherwise) or a duration ago (`2h`)."""
+    try:
+        ago = duration_seconds(text)
+    except ValueError:
+        pass
+    else:
+        if ago is not None:
+            return int((time.time() - ago) * 1000)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2026-11-29T21:00Z) nor a duration ago (30m, 2h, 7d)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    # The sub-parser's defaults are SUPPRESS so options given before `replay` survive.
+    parser.add_argument(
+        "--config", type=Path, default=default, metavar="PATH", help="TOML configuration file"
+    )
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=default,
+        metavar="R",
+        help="only this reason (e.g. future_ts); repeat for several",
+    )
+    parser.add_argument(
+        "--since",
+        type=_since,
+        default=default,
+        metavar="T",
+        help="only those received since T: a time (2026-11-29T21:00Z, UTC if no zone) "
+        "or a duration ago (30m, 2h, 7d)",
+    )
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "deadletters",
+        help="list the kept dead letters (refused messages); `replay` re-ingests them",
+        description="List the dead letters the collector kept: when, why, from which topic. "
+        "Safe while the collector runs. `fleet deadletters replay` publishes them again so "
+        "the collector validates them anew (after a fix, e.g. a clock set right).",
+    )
+    _common(parser, None)
+    parser.add_argument(
+        "--limit", type=_positive, default=100, metavar="N", help="newest N (default 100)"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON, one object per entry")
+    parser.set_defaults(handler=run_list)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    replay = actions.add_parser(
+        "replay",
+        help="publish kept originals again, for the running collector to validate anew",
+        description="Publish each matching dead letter not yet replayed back to its topic "
+        "(QoS 1, the configured MQTT settings); the running collector validates it again. "
+        "An entry is marked replayed once the broker acknowledged it; one that is still "
+        "invalid becomes a new dead letter. Lines InfluxDB refused are written to InfluxDB "
+        "again. Truncated (too_large) payloads are skipped.",
+    )
+    _common(replay, argparse.SUPPRESS)
+    replay.add_argument(
+        "--id",
+        dest="ids",
+        type=_positive,
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="only these entries (the ID column of the listing)",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replay.set_defaults(handler=run_replay)
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _printable(text: str, limit: int) -> str:
+    """Hostile text made safe for a terminal: control characters escaped, length clipped."""
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+def _as_json(k: Kept) -> dict[str, object]:
+    return {
+        "id": k.id,
+        "received_at": _iso(k.received_ms),
+        "site": k.site,
+        "topic": k.topic,
+        "reason": k.reason,
+        "detail": k.detail,
+        "format": k.format,
+        "payload": k.payload.decode("utf-8", errors="backslashreplace"),
+        "payload_bytes": k.payload_bytes,
+        "truncated": k.truncated,
+        "replayed_at": None if k.replayed_ms is None else _iso(k.replayed_ms),
+    }
+
+
+def table(entries: Sequence[Kept]) -> str:
+    head = ("ID", "RECEIVED", "REASON", "TOPIC", "BYTES", "REPLAYED", "DETAIL")
+    rows = [
+        (
+            str(k.id),
+            _iso(k.received_ms),
+            _printable(k.reason, 20),
+            _printable(k.topic, 60),
+            f"{k.payload_bytes}{'+' if k.truncated else ''}",
+            _iso(k.replayed_ms),
+            _printable(k.detail, 100),
+        )
+        for k in entries
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in [head, *rows]
+    )
+
+
+def _settings(args: argparse.Namespace) -> FleetSettings | None:
+    from daemon.cli import load_config
+
+    return load_config(getattr(args, "config", None))
+
+
+def _query(args: argparse.Namespace, *, pending: bool) -> Query:
+    return Query(
+        reasons=tuple(getattr(args, "reason", None) or ()),
+        since_ms=getattr(args, "since", None),
+        ids=tuple(getattr(args, "ids", ())),
+        pending=pending,
+    )
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"fleet deadletters: {message}\n")
+    return 1
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from daemon.cli import EX_CONFIG
+
+    settings = _settings(args)
+    if settings is None:
+        return EX_CONFIG
+    path = settings.collector.deadletter_file(settings.spool.path)
+    if not path.exists():
+        if args.json:
+            sys.stdout.write("[]\n")
+        else:
+            sys.stdout.write(f"no dead letters kept: {path} does not exist yet\n")
+        return 0
+    query = _query(args, pending=False)
+    try:
+        conn = store.open_read_only(path)
+        try:
+            entries = store.select(conn, query, limit=args.limit)
+            matching = store.count(conn, query)
+            dropped = store.dropped_total(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return _fail(f"cannot read {path}: {exc}")
+    if args.json:
+        sys.stdout.write(json.dumps([_as_json(k) for k in entries], indent=1) + "\n")
+        return 0
+    if entries:
+        sys.stdout.write(table(entries) + "\n")
+    shown = f"{len(entries)} of {matching}" if matching > len(entries) else f"{matching}"
+    sys.stdout.write(
+        f"{shown} dead letter{'' if matching == 1 else 's'} in {path}"
+        f"; {dropped} dropped so far to stay within "
+        f"{settings.collector.deadletter_max_bytes} bytes (BYTES + = kept truncated)\n"
+    )
+    return 0
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from daemon.cli import EX_CONFIG
+
+    settings = _settings(args)
+    if settings is None:
+        return EX_CONFIG
+    path = settings.collector.deadletter_file(settings.spool.path)
+    if not path.exists():
+        sys.stdout.write(f"nothing to replay: {path} does not exist yet\n")
+        return 0
+    try:
+        conn = store.connect(path, fsync=settings.spool.fsync)
+    except sqlite3.Error as exc:
+        return _fail(f"cannot open {path}: {exc}")
+    try:
+        entries = store.select(conn, _query(args, pending=True))
+        skipped = [k for k in entries if not k.replayable]
+        mqtt = [k for k in entries if k.replayable and k.format == FORMAT_MQTT]
+        lines = [k for k in entries if k.replayable and k.format == FORMAT_LINE]
+        if skipped:
+            sys.stdout.write(
+                f"skipping {len(skipped)} kept truncated (too large to replay): ids "
+                + ", ".join(str(k.id) for k in skipped[:20])
+                + (" ..." if len(skipped) > 20 else "")
+                + "\n"
+            )
+        if args.dry_run:
+            if mqtt or lines:
+                sys.stdout.write(table(mqtt + lines) + "\n")
+            sys.stdout.write(
+                f"would replay {len(mqtt)} to the broker and {len(lines)} to InfluxDB\n"
+            )
+            return 0
+        done = 0
+        if mqtt:
+            done += _replay_mqtt(settings, conn, mqtt)
+        if lines:
+            done += _replay_lines(settings, conn, lines)
+        sys.stdout.write(f"replayed {done} of {len(mqtt) + len(lines)}\n")
+        return 0 if done == len(mqtt) + len(lines) else 1
+    except sqlite3.Error as exc:
+        return _fail(f"cannot update {path}: {exc}")
+    finally:
+        conn.close()
+
+
+def _replay_mqtt(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:
+    """Publish in chunks; mark a chunk replayed once the broker acknowledged all of it."""
+    from daemon.mqtt import MqttLink
+
+    mqtt = settings.mqtt
+    where = f"{mqtt.host}:{mqtt.port}"
+    link = MqttLink(mqtt, client_id=f"{mqtt.client_id}-replay-{os.getpid()}", persistent=False)
+    stop = link.start()
+    try:
+        if not link.wait_connected(10.0):
+            _fail(f"could not connect to the MQTT broker at {where} within 10 s; nothing replayed")
+            return 0
+        done = 0
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            for k in chunk:
+                link.publish(k.topic, k.payload, qos=1)
+            if not link.flush(_ACK_TIMEOUT_S):
+                _fail(
+                    f"the broker at {where} did not acknowledge within {_ACK_TIMEOUT_S:.0f} s; "
+                    f"{len(entries) - done} entries stay unreplayed (a second replay may "
+                    "repeat some; InfluxDB keeps one point per reading)"
+                )
+                return done
+            store.mark_replayed(conn, [k.id for k in chunk], int(time.time() * 1000))
+            done += len(chunk)
+        return done
+    finally:
+        stop()
+
+
+def _replay_lines(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:
+    """Write refused lines to InfluxDB again; marked replayed only if it takes them (2xx)."""
+    from daemon.collector.rejections import error_text
+    from daemon.collector.sinks import make_sink
+
+    sink = make_sink(settings.influx)
+    try:
+        done = 0
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            result = sink.write(b"\n".join(k.payload for k in chunk))
+            if not result.ok:
+                why = error_text(result.body)[:300] if result.status else "unreachable"
+                _fail(f"InfluxDB refused the lines again (status {result.status}): {why}")
+                return done
+            store.mark_replayed(conn, [k.id for k in chunk], int(time.time() * 1000))
+            done += len(chunk)
+        return done
+    finally:
+        sink.close()

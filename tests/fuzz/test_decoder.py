@@ -1,0 +1,144 @@
+"""Telemetry and OwnTracks messages through the collector's decoder and line building.
+
+Per message exactly one of: a Reading whose InfluxDB lines are well formed and which
+survives a round trip through the contract's JSON; None (an OwnTracks message that is not
+a location); or Rejected with a reason and a short, printable detail. Anything else
+escaping `decode` or `reading_lines` is a bug: in the collector it is an internal error.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+
+from daemon import wire
+from daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
+from tests.fuzz.cases import FUZZ, Tally, check_scale, tally
+from tests.fuzz.hostile import NOW_MS, Message, owntracks_messages, telemetry_messages
+
+pytestmark = pytest.mark.fuzz
+
+MAX_PAYLOAD = 65536  # the collector's default max_payload_bytes
+
+
+def decoder() -> Decoder:
+    return Decoder(
+        prefix="fleet",
+        default_site="hq",
+        kinds=["segway", "handheld"],
+        registry={"sw-03": DeviceRef("hq", "segway"), "hh-07": DeviceRef("hq", "handheld")},
+        owntracks_map={"alice/phone": "hh-07"},
+        max_payload_bytes=MAX_PAYLOAD,
+        max_future_s=300,
+        max_age_s=30 * 86400,
+        now_ms=lambda: NOW_MS,
+    )
+
+
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_VALUE = r'(-?\d+(\.\d+)?(e[+-]?\d+)?|-?\d+i|true|false|"[^"\\\n]*")'
+_LINE = re.compile(
+    rf"(battery|location|status),device={_ID},kind={_ID},site={_ID} "
+    rf"[a-z_]+={_VALUE}(,[a-z_]+={_VALUE})* (\d+)"
+)
+
+
+def check_reading(reading: Reading) -> None:
+    """Its lines are the schema's, and the contract's own JSON of it decodes to the same."""
+    lines = reading_lines(reading)
+    assert lines, "a reading without a point"
+    for line in lines:
+        match = _LINE.fullmatch(line)
+        assert match, f"malformed line {line!r}"
+        assert int(match[match.lastindex or 0]) == reading.ts_ms
+    again = decoder().decode(
+        wire.telemetry_topic("fleet", reading.site, reading.kind, reading.device),
+        wire.encode_telemetry(
+            wire.Telemetry.model_validate(
+                {
+                    "schema": 1,
+                    "device": reading.device,
+                    "seq": reading.seq,
+                    "ts": datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=reading.ts_ms),
+                    "battery": reading.battery,
+                    "location": reading.location,
+                    "status": reading.status,
+                }
+            )
+        ),
+    )
+    assert again is not None
+    assert reading_lines(again) == lines
+
+
+def check_rejected(rejected: Rejected) -> None:
+    assert isinstance(rejected.reason, wire.Reason)
+    assert rejected.reason is not wire.Reason.INTERNAL_ERROR
+    detail = rejected.detail
+    # A detail goes to logs and dead letters: short, and no raw control character in it.
+    assert 0 < len(detail) < 400, detail
+    assert detail.isprintable(), f"unprintable detail {detail!r}"
+
+
+def run_one(t: Tally, topic: str, payload: bytes) -> Reading | Rejected | None:
+    try:
+        reading = decoder().decode(topic, payload)
+    except Rejected as rejected:
+        check_rejected(rejected)
+        t.add(str(rejected.reason))
+        return rejected
+    if reading is None:
+        t.add("ignored")
+        return None
+    check_reading(reading)
+    t.add("reading")
+    return reading
+
+
+def test_telemetry_messages():
+    t = tally("telemetry")
+
+    @FUZZ
+    @given(telemetry_messages())
+    def one(m: Message) -> None:
+        t.examples += 1
+        result = run_one(t, m.topic, m.payload)
+        if m.intact and m.topic == "fleet/v1/hq/segway/sw-03/telemetry":
+            assert isinstance(result, Reading), f"a valid document was refused: {result}"
+
+    one()
+    check_scale(t)
+
+
+def test_owntracks_messages():
+    t = tally("owntracks")
+
+    @FUZZ
+    @given(owntracks_messages())
+    def one(m: Message) -> None:
+        t.examples += 1
+        result = run_one(t, m.topic, m.payload)
+        if m.intact and m.topic in ("owntracks/alice/phone", "owntracks/bob/hh-1"):
+            location = isinstance(m.doc, dict) and m.doc.get("_type") == "location"
+            assert isinstance(result, Reading) if location else result is None, result
+
+    one()
+    check_scale(t)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("fleet/v1/hq/segway/sw-03/telemetry", b"[" * 2000 + b"]" * 2000),
+        ("fleet/v1/hq/segway/sw-03/telemetry", b'{"a":' * 2000 + b"1" + b"}" * 2000),
+        ("owntracks/alice/phone", b'{"_type":' * 5000),
+    ],
+)
+def test_deep_nesting_is_bad_json_saying_how_deep(topic, payload):
+    with pytest.raises(Rejected) as caught:
+        decoder().decode(topic, payload)
+    assert caught.value.reason is wire.Reason.BAD_JSON
+    assert "nested deeper than" in caught.value.detail
