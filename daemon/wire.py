@@ -65,10 +65,13 @@ class Reason(StrEnum):
 class Rejected(Exception):
     """A message that is not a valid reading: ``reason`` to count, ``detail`` to act on."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, reading: Reading | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        # A valid reading refused only for its time (future_ts): not stored, but the alert
+        # engine still judges it, so a wrong clock on either side does not blind the alerts.
+        self.reading = reading
 
 
 def _clip(text: str, limit: int = 40) -> str:
@@ -471,7 +474,12 @@ class Decoder:
             shapes = f"{self._shape} nor owntracks/{{user}}/{{device}}"
             raise Rejected(Reason.BAD_TOPIC, f"topic {_show(topic)} is neither {shapes}")
         if reading is not None:
-            self._check_ts(reading.ts_ms)
+            try:
+                self._check_ts(reading.ts_ms)
+            except Rejected as rejected:
+                if rejected.reason is Reason.FUTURE_TS:
+                    rejected.reading = reading
+                raise
         return reading
 
     def _topic(self, topic: str) -> tuple[str, str, str]:

@@ -8,7 +8,9 @@ are stamped with it, as agents with a good clock would. What must hold:
   stored, and a low battery still fires and resolves (the engine learns the offset);
 - ten minutes behind, default settings: every reading is ten minutes in the
   collector's future, past `collector.max_future_s` (300 s): refused as `future_ts`
-  and dead-lettered (kept for replay once the clock is right), not stored wrongly;
+  and kept in the dead-letter store, not stored wrongly - yet the alert engine still
+  judges them (a low battery fires and resolves), and once the clock is right
+  `fleet deadletters replay` stores every one of them, once;
 - ten minutes behind with `max_future_s = 900` (a site that tolerates the skew): stored,
   and the alert fires and resolves, not frozen by readings from "the future".
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def skewed_collector(
     """
     settings = settings_from(config)
     fleet = str(Path(sys.executable).with_name("fleet"))
-    log = tmp_path / "collector.log"
+    log = tmp_path / f"collector{shift}.log"
     env = {
         **os.environ,
         "LD_PRELOAD": libfaketime(),
@@ -85,7 +86,7 @@ def skewed_collector(
     # The collector's own log lines carry its (shifted) clock: the skew was real.
     first = log.read_text().split(" ", 2)[:2]
     logged = datetime.fromisoformat(" ".join(first).replace(",", ".")).timestamp()
-    expected = 600 if shift.startswith("+") else -600
+    expected = int(shift.removesuffix("m")) * 60
     assert abs(logged - started - expected) < 60, f"collector log starts {first}"
 
 
@@ -175,7 +176,7 @@ def test_alerts_fire_and_resolve_and_readings_are_stored_whatever_the_collectors
         alerts.close()
 
 
-def test_a_collector_behind_refuses_the_future_readings_as_future_ts_and_keeps_them(
+def test_a_collector_behind_quarantines_future_readings_alerts_on_them_and_replay_stores_them(
     tmp_path: Path, broker: MosquittoServer, influx: InfluxServer, tmp_db: str
 ):
     config, settings = config_for(tmp_path, broker, influx, tmp_db)
@@ -184,15 +185,30 @@ def test_a_collector_behind_refuses_the_future_readings_as_future_ts_and_keeps_t
     try:
         with skewed_collector(tmp_path, broker, config, "-10m"), publisher(settings) as pub:
             stream = Stream(pub)
-            for _ in range(3):
-                stream.send(pct=5.0)
-            letters = wait_until(at_least(3, dead.json), message="three dead letters")
+            fires_and_resolves(stream, alerts)  # not blind while its clock is wrong
+            letters = wait_until(
+                at_least(len(stream.sent_ts), dead.json), message="every reading dead-lettered"
+            )
     finally:
         dead.close()
         alerts.close()
     assert {d["reason"] for d in letters} == {"future_ts"}
-    # The original payload travels with the reason, ready for replay once the clock is right.
-    originals = [json.loads(d["payload"]) for d in letters]
-    assert [o["seq"] for o in originals] == [1, 2, 3]
     assert stored_ts(influx, tmp_db) == []  # nothing stored at a time the collector doubts
-    assert alert_states(alerts) == []  # and nothing judged on it
+
+    # The clock is put right; the kept readings are replayed through the running collector.
+    fleet = str(Path(sys.executable).with_name("fleet"))
+    with skewed_collector(tmp_path, broker, config, "+0m"):
+        replay = subprocess.run(
+            [fleet, "deadletters", "replay", "--config", str(config), "--reason", "future_ts"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert replay.returncode == 0, replay.stderr
+        stored = wait_until(
+            at_least(len(stream.sent_ts), lambda: stored_ts(influx, tmp_db)),
+            timeout=30,
+            message="every replayed reading stored",
+        )
+    assert sorted(stored) == stream.sent_ts  # each once, at its own (true) ts

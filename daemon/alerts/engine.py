@@ -92,6 +92,7 @@ class AlertEngine:
         self._availability: dict[str, tuple[bool, int]] = {}
         self._silences: dict[int, Silence] = {}
         self._dirty_views: set[str] = set()
+        self._store_failing = False
         self._next_silence_id = 1
         # The first tick's time: whatever the broker queued while the collector was down
         # arrives first, so no device is called offline for the downtime before a window.
@@ -369,6 +370,12 @@ class AlertEngine:
             # The events are decided and go out all the same; the views stay dirty, so the
             # next tick writes them again (with the alerts still firing or pending).
             self.counters.store_errors += 1
-            _LOG.error("alert state not saved to %s: %s", self._s.state_path, exc)
+            if self.counters.store_errors == 1 or not self._store_failing:
+                # Once per episode: on a full disk this happens on every tick.
+                _LOG.error("alert state not saved to %s: %s", self._s.state_path, exc)
+            self._store_failing = True
             return
+        if self._store_failing:
+            _LOG.warning("alert state saved to %s again", self._s.state_path)
+            self._store_failing = False
         self._dirty_views.difference_update(views)

@@ -38,6 +38,7 @@ _LOG = logging.getLogger(__name__)
 
 SPOOL_TOPIC = "$alert"  # the "source topic" of alert points in the spool
 TICK_S = 1.0
+MAX_SILENCE_MS = 366 * 24 * 3_600_000  # "in repair" for longer than a year is a decommission
 
 Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
 
@@ -66,6 +67,7 @@ class AlertCounters:
     events: int = 0
     notified: int = 0
     acks: int = 0
+    control: int = 0  # availability and acknowledgement messages taken
     bad_control: int = 0
     errors: int = 0  # readings, messages or ticks the engine failed on (logged)
 
@@ -134,6 +136,7 @@ class AlertService:
 
     def control(self, control: wire.Control, payload: bytes) -> None:
         """An availability or acknowledgement message (already acknowledged to the broker)."""
+        self.counters.control += 1
         text = payload.decode("utf-8", "replace").strip()
         if control.what == "ack":
             by = _ack_author(text)
@@ -174,17 +177,17 @@ class AlertService:
         device, rule = _optional_str(body, "device"), _optional_str(body, "rule")
         if device is None and rule is None:
             raise ValueError('name a "device", a "rule" or both (silencing everything is refused)')
-        reason, by = body.get("reason"), body.get("by")
-        if not isinstance(by, str) or not by.strip():
+        reason, by = _text(body, "reason", 200), _text(body, "by", 64)
+        if not by:
             raise ValueError('say who silences: "by"')
-        if not isinstance(reason, str) or not reason.strip():
+        if not reason:
             raise ValueError('say why: "reason" (e.g. "in repair")')
         until_ms = _until_ms(body, now)
         if until_ms <= now:
             raise ValueError("the silence must end in the future")
-        silence = self.engine.silence(
-            device, rule, until_ms, reason.strip()[:200], by.strip()[:64], now_ms=now
-        )
+        if until_ms > now + MAX_SILENCE_MS:
+            raise ValueError("a silence lasts at most a year; renew it when it ends")
+        silence = self.engine.silence(device, rule, until_ms, reason, by, now_ms=now)
         _LOG.info("silence %d by %s: %s/%s until %s", silence.id, by, device, rule, until_ms)
         return _silence_dict(silence)
 
@@ -309,6 +312,8 @@ def _optional_str(body: dict[str, object], key: str) -> str | None:
 def _until_ms(body: dict[str, object], now_ms: int) -> int:
     until, hours = body.get("until"), body.get("hours")
     if isinstance(hours, int | float) and not isinstance(hours, bool):
+        if not 0 < hours <= MAX_SILENCE_MS / 3_600_000:  # also refuses NaN and infinity
+            raise ValueError('"hours" must be more than 0 and at most a year (8784)')
         return now_ms + int(hours * 3_600_000)
     if isinstance(until, str):
         try:
@@ -317,7 +322,10 @@ def _until_ms(body: dict[str, object], now_ms: int) -> int:
             raise ValueError('"until" is not an ISO-8601 time') from None
         if when.tzinfo is None:
             raise ValueError('"until" needs a time zone (e.g. 2026-12-01T07:00:00-05:00)')
-        return int(when.timestamp() * 1000)
+        try:
+            return int(when.timestamp() * 1000)
+        except (OverflowError, ValueError, OSError):
+            raise ValueError('"until" is out of range') from None
     raise ValueError('say until when: "until" (ISO-8601 with zone) or "hours"')
 
 
@@ -338,10 +346,22 @@ def _ack_author(text: str) -> str | None:
     if text.startswith("{"):
         try:
             decoded = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # any client may publish here
             return None
         by = decoded.get("by") if isinstance(decoded, dict) else None
         if not isinstance(by, str):
             return None
-        text = by.strip()
-    return text[:64] or None
+        text = by
+    return one_line(text, 64) or None
+
+
+def _text(body: dict[str, object], key: str, limit: int) -> str:
+    value = body.get(key)
+    return one_line(value, limit) if isinstance(value, str) else ""
+
+
+def one_line(text: str, limit: int) -> str:
+    """A name or reason from a client, fit for a log line, a mail subject and the store:
+    control characters (newlines, NUL, escapes) become spaces, runs of spaces one."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 4])
+    return " ".join(printable.split())[:limit]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -137,7 +138,11 @@ class Collector:
         # State files found broken at start and replaced (daemon/sqlite_files.py).
         self.recoveries = [
             r
-            for r in (self.spool.recovery, self.alerts.store.recovery if self.alerts else None)
+            for r in (
+                self.spool.recovery,
+                self.deadletters.recovery,
+                self.alerts.store.recovery if self.alerts else None,
+            )
             if r is not None
         ]
         self.stats = StatsReporter(
@@ -175,6 +180,15 @@ class Collector:
         Whether this client id had a session before is kept in the spool's file, so
         a broker that lost it while the collector was down is noticed too.
         """
+        try:
+            self._check_session(present)
+        except sqlite3.Error as exc:
+            # Only bookkeeping: a full disk must not take paho's network thread down.
+            _LOG.error("could not record the MQTT session in the spool: %s", exc)
+        finally:
+            self.spool.close()  # this thread's connection: paho's thread holds none between calls
+
+    def _check_session(self, present: bool) -> None:
         key = f"mqtt_session:{self.link.client_id}"
         if not present and self.spool.get_meta(key) is not None:
             self.session_lost += 1
@@ -247,6 +261,7 @@ class Collector:
             "alert_events": c.events,
             "alert_notified": c.notified,
             "alert_acks": c.acks,
+            "alert_control": c.control,
             "alert_bad_control": c.bad_control,
             "alert_errors": c.errors,
             **self.alerts.engine_fields(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from types import FrameType
@@ -38,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         collector = Collector(settings)
-    except OSError as exc:
-        # The usual cause: http.bind's port is taken (another collector?) or the spool's
-        # directory is not writable. Exit 1: systemd retries, unlike a bad config (78).
+    except (OSError, sqlite3.Error) as exc:
+        # The usual cause: http.bind's port is taken (another collector?) or a state
+        # file's directory is not writable. Exit 1: systemd retries, unlike a bad config (78).
         _LOG.error("cannot start the collector: %s", exc)
         return 1
     stopping = threading.Event()

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.sqlite_files import open_checked
+
 _LOG = logging.getLogger(__name__)
 
 # A payload too large to accept is evidence, not something to replay: keep its start only.
@@ -143,20 +145,12 @@ class DeadLetterStore:
         self.counters = DeadLetterCounters()
         self._dropped_unlogged = 0
         self._drop_logged_at: float | None = None
-        try:
-            self._conn = connect(path, fsync=fsync)
-            rows, size = self._conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM deadletters"
-            ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            # Kept for a person to look at; dead letters from now on go to a fresh file.
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            _LOG.error("dead-letter store %s is unreadable (%s); moved it to %s", path, exc, aside)
-            path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            self._conn = connect(path, fsync=fsync)
-            rows, size = 0, 0
+        # A broken file is salvaged and moved aside for a person, like the spool.
+        self.recovery = open_checked(path)
+        self._conn = connect(path, fsync=fsync)
+        rows, size = self._conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM deadletters"
+        ).fetchone()
         self._bytes: int = size
         if rows:
             _LOG.info("dead-letter store %s keeps %d dead letters (%d bytes)", path, rows, size)

@@ -200,6 +200,10 @@ class Ingest:
             self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
         except wire.Rejected as rejected:
             _LOG.debug("rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail)
+            if rejected.reading is not None:
+                # Kept as a dead letter (replayable), yet the alerts see it: a collector whose
+                # clock is behind must not go blind; the engine treats its time as suspect.
+                readings.append(rejected.reading)
             return rejected.reason, rejected.detail
         except Exception as exc:  # noqa: BLE001 - one message must not stall the stream
             return self._internal_error(message, exc)

@@ -106,7 +106,9 @@ def check_published(agent: Agent, subscriber: Subscriber, counters: list[Counted
     produced = sum(c.readings for c in counters)
 
     def published() -> set[tuple[str, object]]:
-        return {(m.topic, json.loads(m.payload)["seq"]) for m in subscriber.messages if not m.retain}
+        return {
+            (m.topic, json.loads(m.payload)["seq"]) for m in subscriber.messages if not m.retain
+        }
 
     wait_until(
         lambda: len(published()) >= produced,

@@ -227,7 +227,9 @@ def mutate(tape: Tape, doc: object) -> object:
 def serialise(tape: Tape, doc: object) -> tuple[bytes, bool]:
     """The document's JSON, maybe damaged; True when it was not."""
     style = tape.byte()
-    text = json.dumps(doc, ensure_ascii=bool(style & 1), separators=(",", ":") if style & 2 else None)
+    text = json.dumps(
+        doc, ensure_ascii=bool(style & 1), separators=(",", ":") if style & 2 else None
+    )
     text = _NEST.sub(_nesting, text)
     data = text.encode("utf-8", "surrogatepass")
     damage = tape.weighted(
@@ -317,7 +319,9 @@ def owntracks_topic(tape: Tape) -> str:
     return f"owntracks/{user}/{device}"
 
 
-def _message(topic: Callable[[Tape], str], catalogue: list[dict[str, Any]]) -> Callable[[bytes], Message]:
+def _message(
+    topic: Callable[[Tape], str], catalogue: list[dict[str, Any]]
+) -> Callable[[bytes], Message]:
     def build(data: bytes) -> Message:
         tape = Tape(data)
         payload, doc, intact = document(tape, catalogue)
@@ -326,9 +330,13 @@ def _message(topic: Callable[[Tape], str], catalogue: list[dict[str, Any]]) -> C
     return build
 
 
-def telemetry_messages(catalogue: list[dict[str, Any]] = TELEMETRY_DOCS) -> st.SearchStrategy[Message]:
+def telemetry_messages(
+    catalogue: list[dict[str, Any]] = TELEMETRY_DOCS,
+) -> st.SearchStrategy[Message]:
     return st.binary(max_size=96).map(_message(telemetry_topic, catalogue))
 
 
-def owntracks_messages(catalogue: list[dict[str, Any]] = OWNTRACKS_DOCS) -> st.SearchStrategy[Message]:
+def owntracks_messages(
+    catalogue: list[dict[str, Any]] = OWNTRACKS_DOCS,
+) -> st.SearchStrategy[Message]:
     return st.binary(max_size=96).map(_message(owntracks_topic, catalogue))

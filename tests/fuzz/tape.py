@@ -21,8 +21,7 @@ T = TypeVar("T")
 CONTROL = "".join(map(chr, range(32))) + "\x7f\u0085\u2028\u2029\ufeff"
 # Characters that break ids, topics, line protocol, logs and JSON, and some that merely look odd.
 HOSTILE_CHARS = (
-    CONTROL + " /+#$\\\"',=:;{}[]<>%&*?é\u0301\u200b\u202e\ufffd\U0001f6f4\U00010000"
-    "aZ9-_.aZ9-_."
+    CONTROL + " /+#$\\\"',=:;{}[]<>%&*?é\u0301\u200b\u202e\ufffd\U0001f6f4\U00010000aZ9-_.aZ9-_."
 )
 
 
@@ -72,7 +71,9 @@ class Tape:
         return float(struct.unpack(">d", self.take(8).ljust(8, b"\0"))[0])
 
     def text(self, max_len: int = 24, alphabet: str = HOSTILE_CHARS) -> str:
-        return "".join(alphabet[self.byte() % len(alphabet)] for _ in range(self.below(max_len + 1)))
+        return "".join(
+            alphabet[self.byte() % len(alphabet)] for _ in range(self.below(max_len + 1))
+        )
 
     def utf8(self, max_len: int = 24) -> str:
         """Arbitrary bytes read as UTF-8 (undecodable bytes replaced): unicode from anywhere."""

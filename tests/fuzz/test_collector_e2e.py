@@ -45,7 +45,9 @@ FILTERS = [
 
 def matches(topic_filter: str, topic: str) -> bool:
     levels, wanted = topic.split("/"), topic_filter.split("/")
-    return len(levels) == len(wanted) and all(w in ("+", t) for w, t in zip(wanted, levels))
+    return len(levels) == len(wanted) and all(
+        w in ("+", t) for w, t in zip(wanted, levels, strict=True)
+    )
 
 
 def publishable(topic: str) -> bool:
@@ -68,12 +70,19 @@ def fixed_mix(now_ms: int) -> list[Message]:
     ]  # fmt: skip
 
 
-def test_hostile_mix_then_sentinels_on_the_real_servers(tmp_path, mqtt_broker, influx, tmp_db, caplog):
+def test_hostile_mix_then_sentinels_on_the_real_servers(
+    tmp_path, mqtt_broker, influx, tmp_db, caplog
+):
     t = tally("collector end to end")
     caplog.set_level(logging.ERROR, logger="daemon")
-    settings_ = settings_from(write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db))
+    settings_ = settings_from(
+        write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
+    )
     now_ms = int(time.time() * 1000)
-    telemetry_docs, owntracks_docs = telemetry_catalogue(256, now_ms), owntracks_catalogue(256, now_ms)
+    telemetry_docs, owntracks_docs = (
+        telemetry_catalogue(256, now_ms),
+        owntracks_catalogue(256, now_ms),
+    )
     prefix = settings_.mqtt.topic_prefix
 
     collector = Collector(settings_)
@@ -133,15 +142,23 @@ def test_hostile_mix_then_sentinels_on_the_real_servers(tmp_path, mqtt_broker, i
 
         def stored() -> int:
             rows = influx.rows(
-                'SELECT count(pct) FROM battery WHERE device =~ /^sentinel-/ GROUP BY device', tmp_db
+                "SELECT count(pct) FROM battery WHERE device =~ /^sentinel-/ GROUP BY device",
+                tmp_db,
             )
             return len(rows)
 
         wait_until(lambda: stored() == SENTINELS, timeout=60, message="every sentinel in InfluxDB")
         wait_until(lambda: c.received >= expected, timeout=30, message="every message counted")
+        internal = c.rejected.get(wire.Reason.INTERNAL_ERROR, 0)
+        assert internal == 0, f"{internal} message(s) failed inside the collector (internal_error)"
         assert c.received == expected
         assert c.received == c.accepted + c.ignored + sum(c.rejected.values()), json.dumps(
-            {"received": c.received, "accepted": c.accepted, "ignored": c.ignored, "rejected": c.rejected}
+            {
+                "received": c.received,
+                "accepted": c.accepted,
+                "ignored": c.ignored,
+                "rejected": c.rejected,
+            }
         )
         assert runs == 1, f"the ingest thread was restarted {runs - 1} time(s)"
         assert not [r for r in caplog.records if "crashed" in r.getMessage()]

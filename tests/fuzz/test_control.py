@@ -102,13 +102,19 @@ def expected_bad(control: wire.Control, payload: bytes) -> bool | None:
     if not text:
         return True
     if not text.startswith("{"):
-        return False  # a plain name
+        return not a_name(text)  # a plain name
     try:
         decoded = json.loads(text)
     except (ValueError, RecursionError):
         return True
     by = decoded.get("by") if isinstance(decoded, dict) else None
-    return not (isinstance(by, str) and by.strip())
+    return not (isinstance(by, str) and a_name(by))
+
+
+def a_name(text: str) -> bool:
+    """A name has something to read: a printable character that is not a space
+    (control characters, NUL and line breaks are not names)."""
+    return any(ch.isprintable() and not ch.isspace() for ch in text)
 
 
 # --- the property -------------------------------------------------------------------------------

@@ -38,12 +38,18 @@ class Request:
         return f"Request({self.kind}, {shown!r})"
 
 
-SILENCE = {"device": "sw-06", "rule": "battery_low", "hours": 2, "reason": "in repair", "by": "Tech"}
+SILENCE = {
+    "device": "sw-06",
+    "rule": "battery_low",
+    "hours": 2,
+    "reason": "in repair",
+    "by": "Tech",
+}
 
 
 def _body(tape: Tape, kind: str) -> tuple[bytes, str]:
     """A body for `kind` and its Content-Type."""
-    form = tape.weighted([(6, "fits"), (2, "json"), (1, "deep"), (1, "bytes"), (1, "big")])
+    form = tape.weighted([(12, "fits"), (2, "json"), (1, "deep"), (1, "bytes"), (1, "big")])
     if form == "json":
         return json.dumps(hostile_value(tape)).encode("utf-8", "surrogatepass"), "application/json"
     if form == "deep":
@@ -59,7 +65,9 @@ def _body(tape: Tape, kind: str) -> tuple[bytes, str]:
             return f"by={quote(name)}".encode(), "application/x-www-form-urlencoded"
         if how == "mutated":
             return serialise(tape, {"by": "Sgt. Reyes", tape.text(4): hostile_value(tape)})[0], ""
-        return json.dumps({"by": tape.pick(["Sgt. Reyes", tape.text(20)])}).encode(), "application/json"
+        return json.dumps(
+            {"by": tape.pick(["Sgt. Reyes", tape.text(20)])}
+        ).encode(), "application/json"
     doc: dict[str, object] = dict(SILENCE)
     for _ in range(tape.below(3)):
         key = tape.pick(["hours", "until", "hours", "device", "rule", "reason", "by", tape.text(5)])
@@ -92,21 +100,21 @@ def request(data: bytes) -> Request:
         path = "/".join(levels)
     body, content_type = _body(tape, kind) if method in ("POST", "DELETE", "PUT") else (b"", "")
     length = tape.weighted(
-        [(10, str(len(body))), (1, str(len(body) + 1 + tape.below(100))), (1, str(max(0, len(body) - 1 - tape.below(10)))),
+        [(24, str(len(body))), (1, str(len(body) + 1 + tape.below(100))), (1, str(max(0, len(body) - 1 - tape.below(10)))),
          (1, "-5"), (1, "abc"), (1, " 12 "), (1, "1" * 30), (1, "٣"), (1, None), (1, "dup")]
     )  # fmt: skip
-    headers = [f"Host: 127.0.0.1"]
+    headers = ["Host: 127.0.0.1"]
     if content_type:
         headers.append(f"Content-Type: {content_type}")
     if length == "dup":
         headers += [f"Content-Length: {len(body)}", "Content-Length: 3"]
     elif length is not None:
         headers.append(f"Content-Length: {length}")
-    extra = tape.weighted([(8, ""), (1, "Transfer-Encoding: chunked"), (1, "Expect: 100-continue"),
+    extra = tape.weighted([(20, ""), (1, "Transfer-Encoding: chunked"), (1, "Expect: 100-continue"),
                            (1, f"X-{tape.text(8)}: {tape.text(40)}")])  # fmt: skip
     if extra:
         headers.append(extra)
-    version = tape.weighted([(8, "HTTP/1.1"), (1, "HTTP/1.0"), (1, "HTTP/2.0"), (1, "")])
+    version = tape.weighted([(24, "HTTP/1.1"), (1, "HTTP/1.0"), (1, "HTTP/2.0"), (1, "")])
     line = f"{method} {path} {version}".rstrip()
     head = (line + "\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode(
         "utf-8", "surrogatepass"
@@ -184,11 +192,12 @@ def test_http_requests(tmp_path):
         )
         stop = api.start()
         try:
-
             # Four requests in flight per example: concurrency is part of the hostility, and
             # the round trips overlap instead of adding up.
             @settings(FUZZ, max_examples=examples_for(4))
-            @given(st.lists(st.binary(max_size=96).map(request), min_size=4, max_size=4))
+            @given(
+                st.lists(st.binary(min_size=48, max_size=128).map(request), min_size=4, max_size=4)
+            )
             def one(reqs: list[Request]) -> None:
                 t.examples += 1
                 answers = exchange_all(api.port, [req.data for req in reqs])

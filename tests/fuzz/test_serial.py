@@ -12,6 +12,7 @@ broker as telemetry the collector accepts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -110,10 +111,15 @@ def plan(tape: Tape, xiaomi: bool) -> Plan:
             )
             return other + genuine
         if kind == "flood":
-            return b"".join(
-                _frame(xiaomi, (0x20, 0x22)[i % 2], (reg + 7 * i) % 256, words[i : i + 2 + 2 * i])
-                for i in range(count)
-            ) + genuine
+            return (
+                b"".join(
+                    _frame(
+                        xiaomi, (0x20, 0x22)[i % 2], (reg + 7 * i) % 256, words[i : i + 2 + 2 * i]
+                    )
+                    for i in range(count)
+                )
+                + genuine
+            )
         if kind == "framing":
             return _frame(not xiaomi, req.target, req.reg, words[:wanted]) + genuine
         if kind == "echo":  # a half-duplex bus hears its own request first
@@ -132,7 +138,7 @@ def config(scooter: PtyScooter, device: str) -> NinebotSerialConfig:
     return NinebotSerialConfig(
         device=device,
         port=str(scooter.port),
-        model=scooter.emulator.state.model,  # type: ignore[arg-type]
+        model=scooter.emulator.state.model,
         poll_interval_s=0.001,
         response_timeout_s=0.02,  # silence and swallowed replies cost this each
         offline_after_misses=3,
@@ -151,8 +157,10 @@ def test_serial_frames_through_the_agent(tmp_path, mqtt_broker):
     specs = []
     for device, scooter in scooters.items():
         cfg = config(scooter, device)
-        counters[device] = Counted(lambda cfg=cfg: NinebotSerial(cfg))
-        specs.append(spec(f"ninebot_serial:{device}", device, "segway", counters[device], ble=False))
+        counters[device] = Counted(functools.partial(NinebotSerial, cfg))
+        specs.append(
+            spec(f"ninebot_serial:{device}", device, "segway", counters[device], ble=False)
+        )
     try:
         with running(tmp_path, mqtt_broker, specs, list(counters.values())) as agent:
             per_example = REPLIES_PER_SCOOTER * len(scooters)
