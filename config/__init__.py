@@ -6,14 +6,14 @@ a validated, immutable `FleetSettings`, or raises `ConfigError` listing every
 problem as `SOURCE: key.path: message`. Annotated examples: config/examples/.
 """
 
-from config.agent import AgentSettings
-from config.collector import CollectorSettings, HttpSettings, SpoolSettings
-from config.devices import DeviceConfig, SiteSettings
-from config.errors import ConfigError
-from config.influx import InfluxSettings
-from config.loader import load_settings, resolve_config_path
-from config.mqtt import MqttSettings, MqttTls
-from config.settings import FleetSettings
+from fleet.config.agent import AgentSettings
+from fleet.config.collector import CollectorSettings, HttpSettings, SpoolSettings
+from fleet.config.devices import DeviceConfig, SiteSettings
+from fleet.config.errors import ConfigError
+from fleet.config.influx import InfluxSettings
+from fleet.config.loader import load_settings, resolve_config_path
+from fleet.config.mqtt import MqttSettings, MqttTls
+from fleet.config.settings import FleetSettings
 
 __all__ = [
     "AgentSettings",

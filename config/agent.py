@@ -20,10 +20,10 @@ from pydantic import (
     model_validator,
 )
 
-from config.base import IdStr, Loc, StrictModel, problems_error, raise_problems
-from drivers.ble.config import BleBatteryConfig, BTHomeConfig
-from drivers.gps.config import NmeaGpsConfig
-from drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
+from fleet.config.base import IdStr, Loc, StrictModel, problems_error, raise_problems
+from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
+from fleet.drivers.gps.config import NmeaGpsConfig
+from fleet.drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
 
 DriverSettings = Annotated[
     NinebotSerialConfig | NinebotBleConfig | BleBatteryConfig | BTHomeConfig | NmeaGpsConfig,

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from config.base import IdStr, KindStr, Loc, StrictModel, raise_problems
+from fleet.config.base import IdStr, KindStr, Loc, StrictModel, raise_problems
 
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _DAY_S = 86_400.0

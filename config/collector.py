@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from config.base import StrictModel
+from fleet.config.base import StrictModel
 
 _MIB = 1024 * 1024
 _MQTT_MAX_PAYLOAD = 268_435_455  # the largest payload an MQTT packet can carry

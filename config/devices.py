@@ -7,7 +7,7 @@ import re
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from config.base import IdStr, StrictModel
+from fleet.config.base import IdStr, StrictModel
 
 _OWNTRACKS_RE = re.compile(r"[^/+#\x00-\x1f\x7f]+/[^/+#\x00-\x1f\x7f]+")
 

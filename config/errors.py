@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from config.base import PROBLEMS_ERROR_TYPE, Loc, format_loc
+from fleet.config.base import PROBLEMS_ERROR_TYPE, Loc, format_loc
 
 _TOML_POSITION_RE = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 _TOML_END_SUFFIX = " (at end of document)"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from config.base import Loc, Secret, StrictModel, raise_problems
+from fleet.config.base import Loc, Secret, StrictModel, raise_problems
 
 _DURATION_UNITS_S = {
     "ns": 1e-9,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from config.errors import ConfigError, render_validation_error
-from config.settings import FleetSettings
-from config.sources import CONFIG_ENV, SourcePlan, activated
+from fleet.config.errors import ConfigError, render_validation_error
+from fleet.config.settings import FleetSettings
+from fleet.config.sources import CONFIG_ENV, SourcePlan, activated
 
 
 def resolve_config_path(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from config.base import IdStr, Loc, Secret, StrictModel, coerce_number_to_str, raise_problems
+from fleet.config.base import IdStr, Loc, Secret, StrictModel, coerce_number_to_str, raise_problems
 
 
 class MqttTls(StrictModel):

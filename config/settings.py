@@ -16,14 +16,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.agent import AgentSettings
-from config.alerts import AlertSettings
-from config.base import KindStr, Loc, raise_problems
-from config.collector import CollectorSettings, HttpSettings, SpoolSettings
-from config.devices import DeviceConfig, SiteSettings
-from config.influx import InfluxSettings
-from config.mqtt import MqttSettings
-from config.sources import (
+from fleet.config.agent import AgentSettings
+from fleet.config.alerts import AlertSettings
+from fleet.config.base import KindStr, Loc, raise_problems
+from fleet.config.collector import CollectorSettings, HttpSettings, SpoolSettings
+from fleet.config.devices import DeviceConfig, SiteSettings
+from fleet.config.influx import InfluxSettings
+from fleet.config.mqtt import MqttSettings
+from fleet.config.sources import (
     CONFIG_ENV,
     ENV_NESTED_DELIMITER,
     ENV_PREFIX,

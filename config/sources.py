@@ -33,8 +33,8 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
-from config.base import Loc, format_loc
-from config.errors import ConfigError, toml_syntax_problem
+from fleet.config.base import Loc, format_loc
+from fleet.config.errors import ConfigError, toml_syntax_problem
 
 _LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from config import ConfigError, FleetSettings, load_settings
+from fleet.config import ConfigError, FleetSettings, load_settings
 
 EX_CONFIG = 78
 
@@ -31,11 +31,11 @@ def load_config(path: Path | None) -> FleetSettings | None:
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so `fleet --help` stays fast and a broken optional module
     # cannot stop the other sub-commands from loading.
-    from daemon import cmd_check_config
-    from daemon.agent import command as agent_command
-    from daemon.collector import command as collector_command
-    from daemon.collector import deadletter_command
-    from daemon.simulate import command as simulate_command
+    from fleet.daemon import cmd_check_config
+    from fleet.daemon.agent import command as agent_command
+    from fleet.daemon.collector import command as collector_command
+    from fleet.daemon.collector import deadletter_command
+    from fleet.daemon.simulate import command as simulate_command
 
     parser = argparse.ArgumentParser(
         prog="fleet", description="Fleet telemetry: collector, simulator and tools."

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config import FleetSettings, resolve_config_path
-from daemon.cli import EX_CONFIG, load_config
+from fleet.config import FleetSettings, resolve_config_path
+from fleet.daemon.cli import EX_CONFIG, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from config.mqtt import MqttSettings
+from fleet.config.mqtt import MqttSettings
 
 _LOG = logging.getLogger(__name__)
 

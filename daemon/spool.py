@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.sqlite_files import Recovery, open_checked
+from fleet.daemon.sqlite_files import Recovery, open_checked
 
 _LOG = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from daemon.lineproto import FieldValue, format_line, series_key
+from fleet.daemon.lineproto import FieldValue, format_line, series_key
 
 VERSION = "v1"
 SCHEMA = 1

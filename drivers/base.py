@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from drivers.readings import Reading
+from fleet.drivers.readings import Reading
 
 # A fleet device id, as in the v1 topics (drivers cannot import the wire contract).
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

@@ -27,7 +27,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the harness lives in tests/, which is not installed
 
-from daemon.wire import subscriptions  # noqa: E402
+from fleet.daemon.wire import subscriptions  # noqa: E402
 from tests.harness.process import spawn, stop_process, tail  # noqa: E402
 from tests.harness.servers import (  # noqa: E402
     InfluxError,

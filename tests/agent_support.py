@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from config import FleetSettings, load_settings
-from daemon import wire
-from daemon.agent.app import Agent
-from daemon.agent.registry import DriverSpec, wall_ms
-from drivers.base import DriverSink
-from drivers.readings import Battery, Reading, State, Status
+from fleet.config import FleetSettings, load_settings
+from fleet.daemon import wire
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.registry import DriverSpec, wall_ms
+from fleet.drivers.base import DriverSink
+from fleet.drivers.readings import Battery, Reading, State, Status
 from tests.harness.fleet import Listener
 from tests.harness.servers import MosquittoServer
 from tests.harness.waiting import wait_until

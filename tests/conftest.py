@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +21,18 @@ import pytest
 from tests.harness.servers import InfluxServer, MosquittoServer, ServerError
 
 _db_numbers = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis keeps its example database and caches in .hypothesis/ of the working
+    # directory by default: tests write only under their own temporary folder.
+    from hypothesis import configuration, settings
+
+    home = Path(tempfile.mkdtemp(prefix="fleet-hypothesis-"))
+    configuration.set_hypothesis_home_dir(home)
+    settings.register_profile("fleet", database=None)
+    settings.load_profile("fleet")
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 S = TypeVar("S", MosquittoServer, InfluxServer)
 

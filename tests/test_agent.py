@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import wire
-from daemon.agent.app import Agent
-from daemon.agent.registry import wall_ms
+from fleet.daemon import wire
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.registry import wall_ms
 from tests.agent_support import (
     Script,
     Subscriber,

@@ -8,9 +8,9 @@ from typing import get_args
 
 import pytest
 
-from config import ConfigError, load_settings
-from config.agent import DriverSettings
-from daemon.agent.registry import KINDS, build_specs
+from fleet.config import ConfigError, load_settings
+from fleet.config.agent import DriverSettings
+from fleet.daemon.agent.registry import KINDS, build_specs
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "examples" / "agent.toml"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.agent.app import Agent
-from daemon.agent.forward import READ, WRITE
-from daemon.agent.outbox import DrillPragma, Outbox
-from daemon.spool import Entry
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.forward import READ, WRITE
+from fleet.daemon.agent.outbox import DrillPragma, Outbox
+from fleet.daemon.spool import Entry
 from tests.agent_support import (
     Script,
     Subscriber,

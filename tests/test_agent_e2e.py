@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from daemon.agent.app import Agent
-from daemon.agent.registry import spec_for
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.registry import spec_for
 from tests.agent_support import (
     Subscriber,
     availability_topic,

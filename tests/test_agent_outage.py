@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.agent.app import Agent
+from fleet.daemon.agent.app import Agent
 from tests.agent_support import (
     Script,
     Subscriber,

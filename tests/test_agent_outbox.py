@@ -12,8 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from daemon.agent.outbox import Outbox
-from daemon.spool import Entry, SpoolRow
+from fleet.daemon.agent.outbox import Outbox
+from fleet.daemon.spool import Entry, SpoolRow
 
 MIN_BYTES = 64 * 1024
 NO_PAGE_LIMIT = 1_073_741_823  # SQLite's default max_page_count

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from daemon.alerts import AlertEngine
-from daemon.wire import Reading
+from fleet.daemon.alerts import AlertEngine
+from fleet.daemon.wire import Reading
 from tests.test_alert_engine import MIN, T0, H, S, acts, make, reading
 
 SETTLE = 30 * S  # alerts.clock_settle_s default

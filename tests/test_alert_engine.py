@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from config.alerts import AlertSettings
-from daemon.alerts import Action, AlertEngine, AlertEvent
-from daemon.alerts.store import AlertStore
-from daemon.wire import Battery, Location, Reading, Status
+from fleet.config.alerts import AlertSettings
+from fleet.daemon.alerts import Action, AlertEngine, AlertEvent
+from fleet.daemon.alerts.store import AlertStore
+from fleet.daemon.wire import Battery, Location, Reading, Status
 
 S, MIN, H = 1000, 60_000, 3_600_000
 T0 = int(datetime.fromisoformat("2026-11-29T20:00:00-05:00").timestamp() * 1000)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import wire
-from daemon.wire import Battery, Reading
+from fleet.daemon import wire
+from fleet.daemon.wire import Battery, Reading
 from tests.harness.fleet import running_collector, settings_from, write_config
 from tests.harness.servers import InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from config.alerts import AlertSettings, Geofence, Limits, Rule
-from daemon.alerts.model import AlertSnapshot
-from daemon.alerts.rules import (
+from fleet.config.alerts import AlertSettings, Geofence, Limits, Rule
+from fleet.daemon.alerts.model import AlertSnapshot
+from fleet.daemon.alerts.rules import (
     DeviceView,
     at_or_above,
     battery,
@@ -21,9 +21,9 @@ from daemon.alerts.rules import (
     reading_verdicts,
     silent_too_long,
 )
-from daemon.alerts.schedule import iso_utc, local_hhmm, next_shift_start_ms
-from daemon.alerts.text import Facts, alert_json, fire_text, resolve_text
-from daemon.wire import Battery, Location, Reading, Status
+from fleet.daemon.alerts.schedule import iso_utc, local_hhmm, next_shift_start_ms
+from fleet.daemon.alerts.text import Facts, alert_json, fire_text, resolve_text
+from fleet.daemon.wire import Battery, Location, Reading, Status
 
 NY = ZoneInfo("America/New_York")
 FENCE = Geofence(
@@ -206,8 +206,8 @@ def test_settings_refuse(data, where):
 
 
 def test_every_setting_is_described():
-    from config.alerts import Geofence as G
-    from config.alerts import LimitsOverride
+    from fleet.config.alerts import Geofence as G
+    from fleet.config.alerts import LimitsOverride
 
     for model in (AlertSettings, Limits, LimitsOverride, G):
         missing = [n for n, f in model.model_fields.items() if not f.description]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from config import FleetSettings
+from fleet.config import FleetSettings
 from tests.harness.alerting import (
     SMTP_PASSWORD,
     SMTP_USER,

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from config import FleetSettings
-from daemon import wire
-from daemon.agent.app import Agent
-from daemon.agent.outbox import Outbox
-from daemon.alerts.store import AlertStore
-from daemon.collector.app import make_decoder
-from daemon.spool import Entry, Spool
-from daemon.sqlite_files import check, open_checked
+from fleet.config import FleetSettings
+from fleet.daemon import wire
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.outbox import Outbox
+from fleet.daemon.alerts.store import AlertStore
+from fleet.daemon.collector.app import make_decoder
+from fleet.daemon.spool import Entry, Spool
+from fleet.daemon.sqlite_files import check, open_checked
 from tests.agent_support import Subscriber, running_agent, settings_of, write_agent_config
 from tests.harness.alerting import webhook
 from tests.harness.fleet import running_collector, settings_from, telemetry, write_config
@@ -125,7 +125,7 @@ def test_a_page_overwritten_in_the_middle_keeps_every_row_that_reads_back(tmp_pa
     readable = readable_rows(path, "spool", list(original))
     assert 0 < len(original) - len(readable) < 100, "the damage should cost one page of rows"
 
-    with caplog.at_level(logging.CRITICAL, logger="daemon.sqlite_files"):
+    with caplog.at_level(logging.CRITICAL, logger="fleet.daemon.sqlite_files"):
         spool = Spool(path, max_bytes=1 << 30, fsync=False)
     recovery = spool.recovery
     assert recovery is not None
@@ -163,7 +163,7 @@ def test_an_overwritten_header_is_read_through_a_rebuilt_one(tmp_path, caplog):
     original = fill_spool(path, 2000)
     broken = overwrite(path, 0, 100)
     assert check(path) == "file is not a database"
-    with caplog.at_level(logging.CRITICAL, logger="daemon.sqlite_files"):
+    with caplog.at_level(logging.CRITICAL, logger="fleet.daemon.sqlite_files"):
         recovery = open_checked(path)
     assert recovery is not None
     assert all_rows(path, "spool") == original  # only the header was gone: every row is back
@@ -187,7 +187,7 @@ def test_a_file_that_is_not_a_database_is_replaced(tmp_path):
 def test_an_empty_file_is_replaced_and_said_so(tmp_path, caplog):
     path = tmp_path / "outbox.sqlite"
     path.touch()
-    with caplog.at_level(logging.CRITICAL, logger="daemon.sqlite_files"):
+    with caplog.at_level(logging.CRITICAL, logger="fleet.daemon.sqlite_files"):
         outbox = Outbox(path, max_bytes=1 << 20, fsync=False)
     assert outbox.recovery is not None
     assert "empty (0 bytes)" in outbox.recovery.problem

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from config import FleetSettings
+from fleet.config import FleetSettings
 from tests.harness.fleet import Listener, publisher, settings_from, telemetry, write_config
 from tests.harness.process import spawn, stop_process, tail
 from tests.harness.servers import InfluxServer, MosquittoServer

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from config import AgentSettings, ConfigError, FleetSettings, load_settings
-from config.errors import _unwrap
-from daemon.cli import EX_CONFIG
+from fleet.config import AgentSettings, ConfigError, FleetSettings, load_settings
+from fleet.config.errors import _unwrap
+from fleet.daemon.cli import EX_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "config" / "examples").glob("*.toml"))
@@ -847,7 +847,7 @@ def test_the_fleet_console_script_runs_check_config(tmp_path: Path) -> None:
 
 
 def test_site_names_cover_this_site_and_the_others() -> None:
-    from config import SiteSettings
+    from fleet.config import SiteSettings
 
     site = SiteSettings(id="allingtown", name="Allingtown", others={"westhaven": "West Haven"})
     assert site.names() == {"allingtown": "Allingtown", "westhaven": "West Haven"}

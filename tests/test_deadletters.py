@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from config import FleetSettings, load_settings
-from daemon.cli import main as fleet
-from daemon.collector import deadletters as store
-from daemon.collector.app import Collector
-from daemon.collector.deadletters import DeadLetter, DeadLetterStore, Query
-from daemon.mqtt import Inbound, MqttLink
+from fleet.config import FleetSettings, load_settings
+from fleet.daemon.cli import main as fleet
+from fleet.daemon.collector import deadletters as store
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.collector.deadletters import DeadLetter, DeadLetterStore, Query
+from fleet.daemon.mqtt import Inbound, MqttLink
 from tests.harness.fleet import Listener, publisher, telemetry, write_config
 from tests.harness.process import spawn, stop_process, tail
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -94,7 +94,15 @@ def test_a_rejected_message_is_kept_whole_before_its_batch_is_acknowledged(
         assert collector.deadletters.fields()["deadletters_kept"] == 1
         # Another process lists it while the collector runs (and writes the file).
         listing = subprocess.run(
-            [sys.executable, "-m", "daemon.cli", "deadletters", "--config", str(config), "--json"],
+            [
+                sys.executable,
+                "-m",
+                "fleet.daemon.cli",
+                "deadletters",
+                "--config",
+                str(config),
+                "--json",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -121,7 +129,7 @@ def test_a_dead_letter_survives_a_kill_of_the_collector_process(
     since = mqtt_broker.log_offset()
     log = tmp_path / "collector.log"
     proc = spawn(
-        [sys.executable, "-m", "daemon.cli", "collector", "--config", str(config)],
+        [sys.executable, "-m", "fleet.daemon.cli", "collector", "--config", str(config)],
         log,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )

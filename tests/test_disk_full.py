@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from config import FleetSettings
-from daemon.collector.app import Collector
-from daemon.spool import Spool
+from fleet.config import FleetSettings
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.spool import Spool
 from tests.harness.fleet import publisher, running_collector, settings_from, telemetry, write_config
 from tests.harness.servers import InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until

@@ -365,7 +365,7 @@ def test_unit_execstart_names_the_real_console_script_and_command(name):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert Path(binary).name in scripts
     assert binary == "/opt/fleet/.venv/bin/fleet"
-    from daemon.cli import build_parser
+    from fleet.daemon.cli import build_parser
 
     args = build_parser().parse_args(argv)
     assert args.command == command

@@ -6,10 +6,10 @@ import json
 import threading
 import time
 
-from daemon import wire
-from daemon.collector.ingest import Ingest
-from daemon.mqtt import Inbound
-from daemon.spool import Entry, Spool
+from fleet.daemon import wire
+from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.mqtt import Inbound
+from fleet.daemon.spool import Entry, Spool
 from tests.harness.waiting import wait_until
 
 NOW_MS = int(time.time() * 1000)

@@ -8,10 +8,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from daemon import wire
-from daemon.collector.ingest import Ingest
-from daemon.mqtt import Inbound
-from daemon.spool import Spool
+from fleet.daemon import wire
+from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.mqtt import Inbound
+from fleet.daemon.spool import Spool
 from tests.harness.waiting import wait_until
 
 NOW_MS = int(time.time() * 1000)

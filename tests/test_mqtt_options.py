@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from config import FleetSettings, load_settings
-from daemon.collector.app import Collector
+from fleet.config import FleetSettings, load_settings
+from fleet.daemon.collector.app import Collector
 from tests.harness.fleet import publisher, running_collector, telemetry, write_config
 from tests.harness.process import free_port
 from tests.harness.servers import MosquittoServer

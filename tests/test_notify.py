@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from daemon.alerts.notify import Notifier, RetryPolicy
-from daemon.alerts.redact import redact
+from fleet.daemon.alerts.notify import Notifier, RetryPolicy
+from fleet.daemon.alerts.redact import redact
 from tests.harness.http_receiver import HttpReceiver, Reply
 from tests.harness.smtp import SmtpServer, free_port
 from tests.harness.waiting import wait_until
@@ -147,7 +147,7 @@ def test_submit_does_not_wait_for_a_server_that_is_down(make_notifier) -> None:
 def test_full_queue_drops_the_oldest(
     smtp: SmtpServer, make_notifier, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="daemon.alerts.notify")
+    caplog.set_level(logging.WARNING, logger="fleet.daemon.alerts.notify")
     notifier = make_notifier({"warning": [mailto(smtp.port)]}, start=False, max_pending=3)
     for n in range(5):
         notifier.submit("warning", f"alert {n}", BODY, key=f"hh-{n}/offline")
@@ -181,7 +181,7 @@ def test_empty_and_unknown_routes_send_nothing(make_notifier) -> None:
 def test_secrets_never_reach_the_logs(
     smtp: SmtpServer, make_notifier, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in ("", "apprise", "urllib3", "daemon.alerts.notify"):
+    for name in ("", "apprise", "urllib3", "fleet.daemon.alerts.notify"):
         caplog.set_level(logging.DEBUG, logger=name or None)
     dead = free_port()
     with HttpReceiver(Reply(200)) as receiver:

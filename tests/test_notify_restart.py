@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.alerts.notify import Notifier, RetryPolicy
-from daemon.alerts.store import AlertStore
+from fleet.daemon.alerts.notify import Notifier, RetryPolicy
+from fleet.daemon.alerts.store import AlertStore
 from tests.harness.fleet import publisher, running_collector, settings_from, telemetry, write_config
 from tests.harness.http_receiver import HttpReceiver, Reply
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -43,7 +43,7 @@ def notifier(routes: dict[str, list[str]], store: AlertStore, **kwargs: object) 
 def test_a_delivery_pending_across_a_restart_is_delivered_after_exactly_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.INFO, logger="daemon.alerts.notify")
+    caplog.set_level(logging.INFO, logger="fleet.daemon.alerts.notify")
     port = free_port()  # the mail server is down until after the restart
     with HttpReceiver(Reply(503)) as hook:  # the webhook answers 503 until then
         routes = {"critical": [mailto(port), webhook(hook.port)]}

@@ -38,7 +38,7 @@ def restarts(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "daemon.supervisor" and r.levelno >= logging.ERROR
+        if r.name == "fleet.daemon.supervisor" and r.levelno >= logging.ERROR
     ]
 
 

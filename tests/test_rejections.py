@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.collector.rejections import rejected_lines
+from fleet.daemon.collector.rejections import rejected_lines
 
 LINES = [
     "battery,device=a pct=50 1000",

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from config.influx import InfluxSettings
-from daemon.collector import rollup
-from daemon.collector.sinks import V1Sink
+from fleet.config.influx import InfluxSettings
+from fleet.daemon.collector import rollup
+from fleet.daemon.collector.sinks import V1Sink
 from tests.harness.influx import InfluxServer
 from tests.harness.waiting import wait_until
 
@@ -248,7 +248,7 @@ def test_the_server_runs_the_cqs_and_fills_the_hourly_policy(
 
 def test_the_rollup_fields_exist_in_the_raw_schema() -> None:
     """Every field a CQ aggregates is one the collector writes (README "InfluxDB schema")."""
-    from daemon import wire
+    from fleet.daemon import wire
 
     written = {m: set(fields) for m, fields in wire._GROUP_FIELDS.items()}
     for measurement in rollup.measurements():

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.collector.seqtrack import WINDOW, SeqTracker
-from daemon.spool import SeqRow
+from fleet.daemon.collector.seqtrack import WINDOW, SeqTracker
+from fleet.daemon.spool import SeqRow
 
 
 def feed(seqs: list[int | None]) -> SeqTracker:

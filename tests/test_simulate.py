@@ -20,12 +20,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemon import cli, wire
-from daemon.simulate import battery, command, encode, geo
-from daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
-from daemon.simulate.model import Condition, Device, Sample
-from daemon.simulate.profiles import HANDHELD, SEGWAY
-from daemon.simulate.runner import Faults, Runner, Schedule, Summary, build_devices
+from fleet.daemon import cli, wire
+from fleet.daemon.simulate import battery, command, encode, geo
+from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
+from fleet.daemon.simulate.model import Condition, Device, Sample
+from fleet.daemon.simulate.profiles import HANDHELD, SEGWAY
+from fleet.daemon.simulate.runner import Faults, Runner, Schedule, Summary, build_devices
 from tests.harness.waiting import wait_until
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from daemon.spool import Entry, Spool
+from fleet.daemon.spool import Entry, Spool
 
 
 def entry(i: int, n: int = 1) -> Entry:

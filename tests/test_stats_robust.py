@@ -7,12 +7,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from config.influx import InfluxSettings
-from daemon.collector.ingest import Ingest
-from daemon.collector.sinks import V1Sink
-from daemon.collector.stats import SPOOL_TOPIC, StatsReporter
-from daemon.collector.writer import Backoff, Writer
-from daemon.spool import Entry, SeqRow, Spool
+from fleet.config.influx import InfluxSettings
+from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.collector.sinks import V1Sink
+from fleet.daemon.collector.stats import SPOOL_TOPIC, StatsReporter
+from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.spool import Entry, SeqRow, Spool
 from tests.harness.waiting import wait_until
 from tests.test_ingest_isolation import decoder
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.wire import (
+from fleet.daemon.wire import (
     Battery,
     Decoder,
     DeviceRef,

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
+from fleet.daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
 
 NOW_MS = 1795986000000  # 2026-11-29T21:00:00Z
 WINDOW_MS = (NOW_MS - 30 * 86400_000, NOW_MS + 300_000)

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from config.influx import InfluxSettings
-from daemon.collector.sinks import V1Sink, V2Sink, parse_retry_after
-from daemon.collector.writer import Backoff, Writer
-from daemon.spool import Entry, Spool
+from fleet.config.influx import InfluxSettings
+from fleet.daemon.collector.sinks import V1Sink, V2Sink, parse_retry_after
+from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.spool import Entry, Spool
 from tests.harness.http_receiver import HttpReceiver, Reply
 from tests.harness.waiting import wait_until
 

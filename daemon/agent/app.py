@@ -26,18 +26,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from config import FleetSettings
-from daemon import wire
-from daemon.agent import telemetry
-from daemon.agent.availability import Availability
-from daemon.agent.forward import StoreAndForward
-from daemon.agent.outbox import Outbox
-from daemon.agent.registry import Clock, DriverSpec, build_specs, wall_ms
-from daemon.agent.supervise import RestartPolicy, SupervisedDriver, SupervisedTask
-from daemon.agent.watchdog import BleWatchdog
-from daemon.alerts import system
-from daemon.mqtt import MqttLink
-from drivers import readings
+from fleet.config import FleetSettings
+from fleet.daemon import wire
+from fleet.daemon.agent import telemetry
+from fleet.daemon.agent.availability import Availability
+from fleet.daemon.agent.forward import StoreAndForward
+from fleet.daemon.agent.outbox import Outbox
+from fleet.daemon.agent.registry import Clock, DriverSpec, build_specs, wall_ms
+from fleet.daemon.agent.supervise import RestartPolicy, SupervisedDriver, SupervisedTask
+from fleet.daemon.agent.watchdog import BleWatchdog
+from fleet.daemon.alerts import system
+from fleet.daemon.mqtt import MqttLink
+from fleet.drivers import readings
 
 _LOG = logging.getLogger(__name__)
 

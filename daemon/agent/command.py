@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from daemon.logs import setup_logging
+from fleet.daemon.logs import setup_logging
 
 _LOG = logging.getLogger(__name__)
 
@@ -27,14 +27,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.cli import EX_CONFIG, load_config
+    from fleet.daemon.cli import EX_CONFIG, load_config
 
     settings = load_config(args.config)
     if settings is None:
         return EX_CONFIG
     setup_logging(settings.log_level)
 
-    from daemon.agent.app import Agent
+    from fleet.daemon.agent.app import Agent
 
     agent = Agent(settings)
 

@@ -36,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from daemon.agent.outbox import Outbox
-from daemon.mqtt import MqttLink
-from daemon.spool import Depth, Entry, SpoolRow
+from fleet.daemon.agent.outbox import Outbox
+from fleet.daemon.mqtt import MqttLink
+from fleet.daemon.spool import Depth, Entry, SpoolRow
 
 _LOG = logging.getLogger(__name__)
 

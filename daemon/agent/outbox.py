@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from daemon.spool import Depth, Entry, Spool, SpoolRow
+from fleet.daemon.spool import Depth, Entry, Spool, SpoolRow
 
 _LOG = logging.getLogger(__name__)
 

@@ -12,16 +12,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from config import FleetSettings
-from drivers.base import Driver, DriverConfig
-from drivers.ble.battery import BleBattery
-from drivers.ble.bthome import BTHome
-from drivers.ble.config import BleBatteryConfig, BTHomeConfig
-from drivers.gps.config import NmeaGpsConfig
-from drivers.gps.nmea import NmeaGps
-from drivers.ninebot.ble import NinebotBle
-from drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
-from drivers.ninebot.serial import NinebotSerial
+from fleet.config import FleetSettings
+from fleet.drivers.base import Driver, DriverConfig
+from fleet.drivers.ble.battery import BleBattery
+from fleet.drivers.ble.bthome import BTHome
+from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
+from fleet.drivers.gps.config import NmeaGpsConfig
+from fleet.drivers.gps.nmea import NmeaGps
+from fleet.drivers.ninebot.ble import NinebotBle
+from fleet.drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
+from fleet.drivers.ninebot.serial import NinebotSerial
 
 Clock = Callable[[], int]
 

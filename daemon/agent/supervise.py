@@ -26,8 +26,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.agent.registry import DriverSpec
-from drivers.base import DriverSink
+from fleet.daemon.agent.registry import DriverSpec
+from fleet.drivers.base import DriverSink
 
 _LOG = logging.getLogger(__name__)
 

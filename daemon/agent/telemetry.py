@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from daemon import wire
-from drivers import readings
+from fleet.daemon import wire
+from fleet.drivers import readings
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ state across restarts. Every input takes an explicit ``now_ms``: the engine neve
 reads a clock, so tests drive it with a controllable one.
 """
 
-from daemon.alerts.engine import AlertEngine
-from daemon.alerts.model import Action, AlertEvent, AlertSnapshot, Silence
-from daemon.alerts.text import alert_json
+from fleet.daemon.alerts.engine import AlertEngine
+from fleet.daemon.alerts.model import Action, AlertEvent, AlertSnapshot, Silence
+from fleet.daemon.alerts.text import alert_json
 
 __all__ = ["Action", "AlertEngine", "AlertEvent", "AlertSnapshot", "Silence", "alert_json"]

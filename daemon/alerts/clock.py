@@ -43,8 +43,8 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from daemon.alerts.rules import DeviceView
-from daemon.wire import Reading
+from fleet.daemon.alerts.rules import DeviceView
+from fleet.daemon.wire import Reading
 
 _LOG = logging.getLogger(__name__)
 

@@ -36,11 +36,17 @@ import threading
 from collections.abc import Iterable, Mapping
 from zoneinfo import ZoneInfo
 
-from config.alerts import AlertSettings, Limits, Rule
-from daemon.alerts import lifecycle, text
-from daemon.alerts.clock import Clocks
-from daemon.alerts.model import AlertEvent, AlertRecord, AlertSnapshot, EngineCounters, Silence
-from daemon.alerts.rules import (
+from fleet.config.alerts import AlertSettings, Limits, Rule
+from fleet.daemon.alerts import lifecycle, text
+from fleet.daemon.alerts.clock import Clocks
+from fleet.daemon.alerts.model import (
+    AlertEvent,
+    AlertRecord,
+    AlertSnapshot,
+    EngineCounters,
+    Silence,
+)
+from fleet.daemon.alerts.rules import (
     DeviceView,
     docked,
     geofence_at,
@@ -48,9 +54,9 @@ from daemon.alerts.rules import (
     reading_verdicts,
     silent_too_long,
 )
-from daemon.alerts.schedule import local_hhmm
-from daemon.alerts.store import AlertStore
-from daemon.wire import Reading
+from fleet.daemon.alerts.schedule import local_hhmm
+from fleet.daemon.alerts.store import AlertStore
+from fleet.daemon.wire import Reading
 
 _LOG = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import time
 from zoneinfo import ZoneInfo
 
-from config.alerts import Severity
-from daemon.alerts.model import ESCALATION_ROUTE, Action, AlertEvent, AlertRecord
-from daemon.alerts.rules import Verdict
-from daemon.alerts.schedule import next_shift_start_ms
+from fleet.config.alerts import Severity
+from fleet.daemon.alerts.model import ESCALATION_ROUTE, Action, AlertEvent, AlertRecord
+from fleet.daemon.alerts.rules import Verdict
+from fleet.daemon.alerts.schedule import next_shift_start_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from config.alerts import Rule, Severity
+from fleet.config.alerts import Rule, Severity
 
 AlertState = Literal["firing", "resolved"]
 Phase = Literal["inactive", "firing", "resolved"]

@@ -36,15 +36,15 @@ from typing import Any
 
 import apprise
 
-from daemon.alerts.model import PendingDelivery
-from daemon.alerts.notify_policy import (
+from fleet.daemon.alerts.model import PendingDelivery
+from fleet.daemon.alerts.notify_policy import (
     NotifyCounters,
     PendingStore,
     RetryPolicy,
     RouteCounters,
 )
-from daemon.alerts.redact import REDACTOR, redact, secrets_of
-from daemon.supervisor import supervise
+from fleet.daemon.alerts.redact import REDACTOR, redact, secrets_of
+from fleet.daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from daemon.alerts.model import PendingDelivery
+from fleet.daemon.alerts.model import PendingDelivery
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 # Loggers that can see a URL's secrets: apprise itself and the HTTP client under
 # its webhooks (urllib3 logs request paths and query strings at DEBUG).
-_SECRET_SEEING_LOGGERS = ("apprise", "urllib3.connectionpool", "daemon.alerts.notify")
+_SECRET_SEEING_LOGGERS = ("apprise", "urllib3.connectionpool", "fleet.daemon.alerts.notify")
 
 # Query keys whose values are addresses or knobs, not secrets (kept readable).
 _PLAIN_QUERY_KEY = re.compile(r"to|from|cc|bcc|smtp|name|method|format|mode|priority|cto|rto")

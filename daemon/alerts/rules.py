@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from config.alerts import Geofence, Limits, Rule
-from daemon.wire import Reading
+from fleet.config.alerts import Geofence, Limits, Rule
+from fleet.daemon.wire import Reading
 
 Verdict = bool | None
 

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from config.alerts import Rule, Severity
-from daemon.alerts.model import AlertRecord, PendingDelivery, Silence
-from daemon.alerts.rules import DeviceView
-from daemon.sqlite_files import Recovery, open_checked
+from fleet.config.alerts import Rule, Severity
+from fleet.daemon.alerts.model import AlertRecord, PendingDelivery, Silence
+from fleet.daemon.alerts.rules import DeviceView
+from fleet.daemon.sqlite_files import Recovery, open_checked
 
 _LOG = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
-from config.alerts import Severity
-from daemon import wire
-from daemon.alerts.model import AlertSnapshot
-from daemon.alerts.text import alert_json
-from daemon.sqlite_files import Recovery
+from fleet.config.alerts import Severity
+from fleet.daemon import wire
+from fleet.daemon.alerts.model import AlertSnapshot
+from fleet.daemon.alerts.text import alert_json
+from fleet.daemon.sqlite_files import Recovery
 
 RULE = "state_file_corrupt"  # the rule name of the alert about a recovered state file
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from config.alerts import Rule
-from daemon.alerts.model import AlertSnapshot
-from daemon.alerts.schedule import iso_utc
+from fleet.config.alerts import Rule
+from fleet.daemon.alerts.model import AlertSnapshot
+from fleet.daemon.alerts.schedule import iso_utc
 
 DASH = " \u2013 "
 

@@ -24,15 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from config import FleetSettings
-from daemon import wire
-from daemon.alerts.engine import AlertEngine
-from daemon.alerts.model import Action, AlertEvent, Silence
-from daemon.alerts.notify import Notifier, RetryPolicy
-from daemon.alerts.schedule import iso_utc
-from daemon.alerts.store import AlertStore
-from daemon.alerts.text import alert_json
-from daemon.spool import Entry, Spool
+from fleet.config import FleetSettings
+from fleet.daemon import wire
+from fleet.daemon.alerts.engine import AlertEngine
+from fleet.daemon.alerts.model import Action, AlertEvent, Silence
+from fleet.daemon.alerts.notify import Notifier, RetryPolicy
+from fleet.daemon.alerts.schedule import iso_utc
+from fleet.daemon.alerts.store import AlertStore
+from fleet.daemon.alerts.text import alert_json
+from fleet.daemon.spool import Entry, Spool
 
 _LOG = logging.getLogger(__name__)
 

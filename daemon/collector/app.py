@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from config import FleetSettings
-from daemon import wire
-from daemon.alerts import system
-from daemon.collector.alerting import AlertService
-from daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
-from daemon.collector.http_api import HttpApi, alerts_json
-from daemon.collector.ingest import Ingest
-from daemon.collector.sinks import Sink, make_sink
-from daemon.collector.stats import StatsReporter
-from daemon.collector.writer import Backoff, Writer
-from daemon.mqtt import Inbound, MqttLink
-from daemon.spool import Spool
-from daemon.supervisor import supervise
+from fleet.config import FleetSettings
+from fleet.daemon import wire
+from fleet.daemon.alerts import system
+from fleet.daemon.collector.alerting import AlertService
+from fleet.daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
+from fleet.daemon.collector.http_api import HttpApi, alerts_json
+from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.collector.sinks import Sink, make_sink
+from fleet.daemon.collector.stats import StatsReporter
+from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.mqtt import Inbound, MqttLink
+from fleet.daemon.spool import Spool
+from fleet.daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from daemon.logs import setup_logging
+from fleet.daemon.logs import setup_logging
 
 _LOG = logging.getLogger(__name__)
 
@@ -28,14 +28,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.cli import EX_CONFIG, load_config
+    from fleet.daemon.cli import EX_CONFIG, load_config
 
     settings = load_config(args.config)
     if settings is None:
         return EX_CONFIG
     setup_logging(settings.log_level)
 
-    from daemon.collector.app import Collector
+    from fleet.daemon.collector.app import Collector
 
     try:
         collector = Collector(settings)

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from config import FleetSettings
-from config.influx import duration_seconds
-from daemon.collector import deadletters as store
-from daemon.collector.deadletters import FORMAT_LINE, FORMAT_MQTT, Kept, Query
+from fleet.config import FleetSettings
+from fleet.config.influx import duration_seconds
+from fleet.daemon.collector import deadletters as store
+from fleet.daemon.collector.deadletters import FORMAT_LINE, FORMAT_MQTT, Kept, Query
 
 _CHUNK = 200  # publishes acknowledged (and marked) together
 _ACK_TIMEOUT_S = 30.0
@@ -171,7 +171,7 @@ def table(entries: Sequence[Kept]) -> str:
 
 
 def _settings(args: argparse.Namespace) -> FleetSettings | None:
-    from daemon.cli import load_config
+    from fleet.daemon.cli import load_config
 
     return load_config(getattr(args, "config", None))
 
@@ -191,7 +191,7 @@ def _fail(message: str) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from daemon.cli import EX_CONFIG
+    from fleet.daemon.cli import EX_CONFIG
 
     settings = _settings(args)
     if settings is None:
@@ -232,7 +232,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from daemon.cli import EX_CONFIG
+    from fleet.daemon.cli import EX_CONFIG
 
     settings = _settings(args)
     if settings is None:
@@ -279,7 +279,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def _replay_mqtt(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:
     """Publish in chunks; mark a chunk replayed once the broker acknowledged all of it."""
-    from daemon.mqtt import MqttLink
+    from fleet.daemon.mqtt import MqttLink
 
     mqtt = settings.mqtt
     where = f"{mqtt.host}:{mqtt.port}"
@@ -310,8 +310,8 @@ def _replay_mqtt(settings: FleetSettings, conn: sqlite3.Connection, entries: lis
 
 def _replay_lines(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:
     """Write refused lines to InfluxDB again; marked replayed only if it takes them (2xx)."""
-    from daemon.collector.rejections import error_text
-    from daemon.collector.sinks import make_sink
+    from fleet.daemon.collector.rejections import error_text
+    from fleet.daemon.collector.sinks import make_sink
 
     sink = make_sink(settings.influx)
     try:

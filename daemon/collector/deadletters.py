@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.sqlite_files import open_checked
+from fleet.daemon.sqlite_files import open_checked
 
 _LOG = logging.getLogger(__name__)
 

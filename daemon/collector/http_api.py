@@ -29,8 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from daemon import wire
-from daemon.alerts.text import alert_dict
+from fleet.daemon import wire
+from fleet.daemon.alerts.text import alert_dict
 
 _LOG = logging.getLogger(__name__)
 _MAX_BODY = 4096

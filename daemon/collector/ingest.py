@@ -25,11 +25,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from daemon import wire
-from daemon.collector.deadletters import DeadLetter
-from daemon.collector.seqtrack import SeqTracker
-from daemon.mqtt import Inbound
-from daemon.spool import Entry, SeqRow, Spool
+from fleet.daemon import wire
+from fleet.daemon.collector.deadletters import DeadLetter
+from fleet.daemon.collector.seqtrack import SeqTracker
+from fleet.daemon.mqtt import Inbound
+from fleet.daemon.spool import Entry, SeqRow, Spool
 
 _LOG = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from daemon.spool import SeqRow
+from fleet.daemon.spool import SeqRow
 
 WINDOW = 4096  # how far back late arrivals and duplicates are recognised
 _MASK = (1 << WINDOW) - 1

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from config.influx import InfluxSettings
-from daemon.collector import rollup
+from fleet.config.influx import InfluxSettings
+from fleet.daemon.collector import rollup
 
 _LOG = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from daemon import lineproto, wire
-from daemon.collector.ingest import Ingest
-from daemon.collector.writer import Writer
-from daemon.spool import Entry, Spool
+from fleet.daemon import lineproto, wire
+from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.collector.writer import Writer
+from fleet.daemon.spool import Entry, Spool
 
 _LOG = logging.getLogger(__name__)
 

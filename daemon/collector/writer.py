@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from daemon.collector.rejections import error_text, rejected_lines
-from daemon.collector.sinks import Sink, WriteResult
-from daemon.spool import Spool, SpoolRow
+from fleet.daemon.collector.rejections import error_text, rejected_lines
+from fleet.daemon.collector.sinks import Sink, WriteResult
+from fleet.daemon.spool import Spool, SpoolRow
 
 _LOG = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from config import FleetSettings
-from daemon.cli import EX_CONFIG, load_config
-from daemon.logs import setup_logging
-from daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
-from daemon.simulate.model import Condition
-from daemon.simulate.runner import Faults, Publisher, Runner, Schedule, SystemClock
+from fleet.config import FleetSettings
+from fleet.daemon.cli import EX_CONFIG, load_config
+from fleet.daemon.logs import setup_logging
+from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
+from fleet.daemon.simulate.model import Condition
+from fleet.daemon.simulate.runner import Faults, Publisher, Runner, Schedule, SystemClock
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"fleet simulate: {exc}\n")
         return EX_USAGE
 
-    from daemon.mqtt import MqttLink  # here: paho loads only when a run really starts
+    from fleet.daemon.mqtt import MqttLink  # here: paho loads only when a run really starts
 
     link = MqttLink(settings.mqtt, client_id=f"fleet-simulator-{os.getpid()}", persistent=False)
     undo = link.start()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from daemon import wire
-from daemon.simulate.fleet import Member
-from daemon.simulate.model import Sample
+from fleet.daemon import wire
+from fleet.daemon.simulate.fleet import Member
+from fleet.daemon.simulate.model import Sample
 
 ONLINE = b"online"
 OFFLINE = b"offline"

@@ -36,9 +36,9 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from daemon.simulate import battery
-from daemon.simulate.geo import Route
-from daemon.simulate.profiles import Profile
+from fleet.daemon.simulate import battery
+from fleet.daemon.simulate.geo import Route
+from fleet.daemon.simulate.profiles import Profile
 
 MAX_MOVE_STEP_S = 30.0  # speed wanders and laps end at this resolution
 INDOOR_C = 20.0  # the docks are inside the station

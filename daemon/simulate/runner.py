@@ -33,10 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from daemon.simulate import encode, geo
-from daemon.simulate.fleet import Member
-from daemon.simulate.model import Condition, Device
-from daemon.simulate.profiles import HANDHELD, SEGWAY
+from fleet.daemon.simulate import encode, geo
+from fleet.daemon.simulate.fleet import Member
+from fleet.daemon.simulate.model import Condition, Device
+from fleet.daemon.simulate.profiles import HANDHELD, SEGWAY
 
 _LOG = logging.getLogger(__name__)
 

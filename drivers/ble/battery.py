@@ -23,9 +23,9 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
-from drivers.base import DriverSink
-from drivers.ble.config import BleBatteryConfig
-from drivers.ble.decode import (
+from fleet.drivers.base import DriverSink
+from fleet.drivers.ble.config import BleBatteryConfig
+from fleet.drivers.ble.decode import (
     BATTERY_LEVEL,
     FIRMWARE_REVISION,
     MANUFACTURER_NAME,
@@ -33,13 +33,13 @@ from drivers.ble.decode import (
     decode_battery_level,
     decode_text,
 )
-from drivers.ble.scanner import (
+from fleet.drivers.ble.scanner import (
     BLUETOOTH_ERRORS,
     ClientBackend,
     ScannerBackend,
     find_device,
 )
-from drivers.readings import Battery, Reading, Status, firmware_label
+from fleet.drivers.readings import Battery, Reading, Status, firmware_label
 
 _LOG = logging.getLogger(__name__)
 

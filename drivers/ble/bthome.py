@@ -17,16 +17,16 @@ from typing import ClassVar
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from drivers.base import DriverSink
-from drivers.ble.config import BTHomeConfig
-from drivers.ble.decode import BTHOME_SERVICE_DATA, BTHomeAdvert, decode_bthome
-from drivers.ble.scanner import (
+from fleet.drivers.base import DriverSink
+from fleet.drivers.ble.config import BTHomeConfig
+from fleet.drivers.ble.decode import BTHOME_SERVICE_DATA, BTHomeAdvert, decode_bthome
+from fleet.drivers.ble.scanner import (
     BLUETOOTH_ERRORS,
     ScannerBackend,
     same_address,
     scanning,
 )
-from drivers.readings import Reading, Status, within
+from fleet.drivers.readings import Reading, Status, within
 
 _LOG = logging.getLogger(__name__)
 

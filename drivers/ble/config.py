@@ -10,7 +10,7 @@ from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
 
 MAC_PATTERN: Final = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 

@@ -17,7 +17,7 @@ from bthome_ble import BTHomeBluetoothDeviceData
 from bthome_ble.parser import EncryptionScheme
 from habluetooth import BluetoothServiceInfoBleak
 
-from drivers.readings import Battery, within
+from fleet.drivers.readings import Battery, within
 
 
 def uuid16(short: int) -> str:

@@ -19,7 +19,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
-from drivers.ble.config import MAC_PATTERN
+from fleet.drivers.ble.config import MAC_PATTERN
 
 ScannerBackend = type[BaseBleakScanner] | None
 ClientBackend = type[BaseBleakClient] | None

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
 
 
 class NmeaGpsConfig(DriverConfig):

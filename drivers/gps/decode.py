@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pynmea2
 
-from drivers.readings import Location
+from fleet.drivers.readings import Location
 
 KNOT_KMH = 1.852
 # accuracy_m ~ HDOP x UERE. 5 m is the usual user-equivalent range error of a

@@ -17,10 +17,10 @@ from typing import ClassVar
 
 import serial_asyncio_fast
 
-from drivers.base import DriverSink
-from drivers.gps.config import NmeaGpsConfig
-from drivers.gps.decode import Fix, NmeaDecoder
-from drivers.readings import Reading
+from fleet.drivers.base import DriverSink
+from fleet.drivers.gps.config import NmeaGpsConfig
+from fleet.drivers.gps.decode import Fix, NmeaDecoder
+from fleet.drivers.readings import Reading
 
 _LOG = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
-from drivers.base import DriverSink
-from drivers.ninebot.backoff import Backoff
-from drivers.ninebot.config import NinebotBleConfig
-from drivers.ninebot.frames import NINEBOT_HEADER, looks_encrypted
-from drivers.ninebot.poll import HOST_BLE
-from drivers.ninebot.registers import MODELS, to_reading
-from drivers.ninebot.session import Exchange, PollResult
+from fleet.drivers.base import DriverSink
+from fleet.drivers.ninebot.backoff import Backoff
+from fleet.drivers.ninebot.config import NinebotBleConfig
+from fleet.drivers.ninebot.frames import NINEBOT_HEADER, looks_encrypted
+from fleet.drivers.ninebot.poll import HOST_BLE
+from fleet.drivers.ninebot.registers import MODELS, to_reading
+from fleet.drivers.ninebot.session import Exchange, PollResult
 
 _LOG = logging.getLogger(__name__)
 

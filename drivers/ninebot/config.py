@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
 
 ModelName = Literal["es", "max", "m365", "m365_pro"]
 # A BLE MAC address, or the UUID macOS gives a peripheral instead.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ninebot.frames import Frame, Framing, encode
-from drivers.ninebot.registers import ModelProfile, Target
+from fleet.drivers.ninebot.frames import Frame, Framing, encode
+from fleet.drivers.ninebot.registers import ModelProfile, Target
 
 READ = 0x01
 NINEBOT_READ_REPLY = 0x04  # Xiaomi answers a read with 0x01 again

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from drivers.ninebot.frames import Framing
-from drivers.readings import Battery, Reading, State, Status
+from fleet.drivers.ninebot.frames import Framing
+from fleet.drivers.readings import Battery, Reading, State, Status
 
 
 class Target(IntEnum):

@@ -22,12 +22,12 @@ from typing import ClassVar
 
 import serial_asyncio_fast
 
-from drivers.base import DriverSink
-from drivers.ninebot.backoff import Backoff
-from drivers.ninebot.config import NinebotSerialConfig
-from drivers.ninebot.poll import HOST_SERIAL
-from drivers.ninebot.registers import MODELS, to_reading
-from drivers.ninebot.session import Exchange
+from fleet.drivers.base import DriverSink
+from fleet.drivers.ninebot.backoff import Backoff
+from fleet.drivers.ninebot.config import NinebotSerialConfig
+from fleet.drivers.ninebot.poll import HOST_SERIAL
+from fleet.drivers.ninebot.registers import MODELS, to_reading
+from fleet.drivers.ninebot.session import Exchange
 
 _LOG = logging.getLogger(__name__)
 

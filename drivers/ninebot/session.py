@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from drivers.ninebot.frames import FrameDecoder
-from drivers.ninebot.poll import (
+from fleet.drivers.ninebot.frames import FrameDecoder
+from fleet.drivers.ninebot.poll import (
     SCHEDULE,
     ReadRequest,
     encode_read,
     read_reply_source,
     requests_for_cycle,
 )
-from drivers.ninebot.registers import (
+from fleet.drivers.ninebot.registers import (
     BmsTelemetry,
     EscTelemetry,
     ModelProfile,

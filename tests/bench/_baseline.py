@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from daemon import wire
+from fleet.daemon import wire
 from tests.bench._common import PREFIX
 from tests.harness.servers import MosquittoServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from daemon import wire
+from fleet.daemon import wire
 from tests.harness.process import spawn, stop_process
 from tests.harness.servers import InfluxServer, MosquittoServer
 

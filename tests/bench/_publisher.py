@@ -25,8 +25,8 @@ from types import FrameType
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from config import load_settings
-from daemon.mqtt import MqttLink
+from fleet.config import load_settings
+from fleet.daemon.mqtt import MqttLink
 from tests.bench._common import Fleet
 
 TICKS_PER_SECOND = 20

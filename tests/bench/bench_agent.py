@@ -74,8 +74,8 @@ def emulate(devices: int, directory: Path) -> None:
 async def _bare_poller(port: str, start_delay: float) -> None:
     import serial_asyncio_fast
 
-    from drivers.ninebot.poll import HOST_SERIAL, encode_read, requests_for_cycle
-    from drivers.ninebot.registers import MODELS
+    from fleet.drivers.ninebot.poll import HOST_SERIAL, encode_read, requests_for_cycle
+    from fleet.drivers.ninebot.registers import MODELS
 
     model = MODELS["es"]
     reader, writer = await serial_asyncio_fast.open_serial_connection(url=port, baudrate=115200)
@@ -143,8 +143,8 @@ outbox_path = "{work / "outbox.sqlite"}"
 
 
 def run(devices: int, seconds: float, keep: bool) -> int:
-    from config import load_settings
-    from daemon.mqtt import Inbound, MqttLink
+    from fleet.config import load_settings
+    from fleet.daemon.mqtt import Inbound, MqttLink
     from tests.harness.process import spawn, stop_process, tail
     from tests.harness.servers import MosquittoServer
     from tests.harness.waiting import wait_until

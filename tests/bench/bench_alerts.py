@@ -32,10 +32,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from config import load_settings
-from daemon import wire
-from daemon.collector.app import Collector
-from daemon.mqtt import Inbound, MqttLink
+from fleet.config import load_settings
+from fleet.daemon import wire
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.mqtt import Inbound, MqttLink
 from tests.bench._common import PREFIX, Table, machine, percentile, write_bench_config
 from tests.harness.servers import InfluxServer, MosquittoServer
 

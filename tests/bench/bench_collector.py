@@ -23,10 +23,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from config import load_settings
-from daemon import wire
-from daemon.collector.app import Collector
-from daemon.mqtt import Inbound
+from fleet.config import load_settings
+from fleet.daemon import wire
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.mqtt import Inbound
 from tests.bench._baseline import BareSubscriber, forget_session
 from tests.bench._common import (
     PREFIX,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from daemon.lineproto import line
-from daemon.wire import Decoder, DeviceRef, reading_lines
+from fleet.daemon.lineproto import line
+from fleet.daemon.wire import Decoder, DeviceRef, reading_lines
 
 NOW_MS = 1795986000123
 TOPIC = "fleet/v1/hq/segway/sw-03/telemetry"

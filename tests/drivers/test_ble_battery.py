@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble.battery import BleBattery
-from drivers.ble.config import BleBatteryConfig
-from drivers.ble.decode import BATTERY_LEVEL, decode_battery_level, decode_text
-from drivers.readings import Battery, Status
+from fleet.drivers.ble.battery import BleBattery
+from fleet.drivers.ble.config import BleBatteryConfig
+from fleet.drivers.ble.decode import BATTERY_LEVEL, decode_battery_level, decode_text
+from fleet.drivers.readings import Battery, Status
 from tests.drivers.emulators.ble import BleAir, handheld
 from tests.drivers.emulators.recording import RecordingSink, until
 

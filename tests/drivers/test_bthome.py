@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.ble.bthome import BTHome
-from drivers.ble.config import BTHomeConfig
-from drivers.ble.decode import BTHOME_SERVICE_DATA, decode_bthome
-from drivers.readings import Battery
+from fleet.drivers.ble.bthome import BTHome
+from fleet.drivers.ble.config import BTHomeConfig
+from fleet.drivers.ble.decode import BTHOME_SERVICE_DATA, decode_bthome
+from fleet.drivers.readings import Battery
 from tests.drivers.emulators.ble import BleAir
 from tests.drivers.emulators.recording import RecordingSink, until
 
@@ -186,7 +186,7 @@ async def test_encrypted_device_without_a_key_is_offline_with_the_reason(caplog)
     assert sink.availability_log == [
         ("hh-11", False, "encrypted BTHome adverts, no bind_key configured")
     ]
-    warnings = [r for r in caplog.records if r.name == "drivers.ble.bthome"]
+    warnings = [r for r in caplog.records if r.name == "fleet.drivers.ble.bthome"]
     assert len(warnings) == 1  # said once, not once per advert
 
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle
-from drivers.ninebot.config import NinebotBleConfig
-from drivers.readings import State
+from fleet.drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle
+from fleet.drivers.ninebot.config import NinebotBleConfig
+from fleet.drivers.readings import State
 from tests.drivers.emulators.ninebot import ScooterState
 from tests.drivers.emulators.ninebot_ble import Air
 from tests.drivers.emulators.recording import RecordingSink, until
@@ -154,7 +154,7 @@ async def test_encrypted_scooter_offline_with_clear_detail_logged_once_bounded(c
     air = Air()
     sc = air.add(ADDRESS, encrypted=True)
     sink = RecordingSink()
-    caplog.set_level(logging.DEBUG, logger="drivers.ninebot.ble")
+    caplog.set_level(logging.DEBUG, logger="fleet.drivers.ninebot.ble")
     async with running(air, sink, encrypted_backoff_s=0.1, encrypted_backoff_max_s=0.2):
         await until(lambda: sink.online(DEVICE) is False, message="offline")
         assert sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL)

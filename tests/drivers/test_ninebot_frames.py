@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.ninebot.frames import (
+from fleet.drivers.ninebot.frames import (
     Frame,
     FrameDecoder,
     Framing,

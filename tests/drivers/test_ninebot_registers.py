@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.ninebot.frames import FrameDecoder, Framing
-from drivers.ninebot.poll import (
+from fleet.drivers.ninebot.frames import FrameDecoder, Framing
+from fleet.drivers.ninebot.poll import (
     FORBIDDEN_REGISTERS,
     HOST_BLE,
     HOST_SERIAL,
@@ -22,7 +22,7 @@ from drivers.ninebot.poll import (
     read_reply_source,
     requests_for_cycle,
 )
-from drivers.ninebot.registers import (
+from fleet.drivers.ninebot.registers import (
     MODELS,
     BmsTelemetry,
     EscTelemetry,
@@ -33,7 +33,7 @@ from drivers.ninebot.registers import (
     format_firmware,
     to_reading,
 )
-from drivers.readings import State
+from fleet.drivers.readings import State
 from tests.drivers.emulators.ninebot import ScooterState, ninebot_frame
 
 H = bytes.fromhex

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from drivers.ninebot.config import NinebotSerialConfig
-from drivers.ninebot.serial import NinebotSerial
-from drivers.readings import State
+from fleet.drivers.ninebot.config import NinebotSerialConfig
+from fleet.drivers.ninebot.serial import NinebotSerial
+from fleet.drivers.readings import State
 from tests.drivers.emulators.ninebot import NinebotEmulator, PtyScooter, ScooterState
 from tests.drivers.emulators.recording import RecordingSink, until
 
@@ -177,7 +177,7 @@ def test_readme_snippets_are_valid_configs():
     import re
     import tomllib
 
-    from drivers.ninebot.config import NinebotBleConfig
+    from fleet.drivers.ninebot.config import NinebotBleConfig
 
     readme = pathlib.Path(__file__).resolve().parents[2] / "drivers" / "ninebot" / "README.md"
     (block,) = re.findall(r"```toml\n(.*?)```", readme.read_text(), re.S)

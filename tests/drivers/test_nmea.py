@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from drivers.gps.config import NmeaGpsConfig
-from drivers.gps.decode import Fix, NmeaDecoder
-from drivers.gps.nmea import NmeaGps
+from fleet.drivers.gps.config import NmeaGpsConfig
+from fleet.drivers.gps.decode import Fix, NmeaDecoder
+from fleet.drivers.gps.nmea import NmeaGps
 from tests.drivers.emulators.gps import NmeaTalker, gga, rmc, sentence
 from tests.drivers.emulators.recording import RecordingSink, until
 

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from daemon import wire
-from daemon.agent.app import Agent
-from daemon.agent.registry import DriverSpec
-from drivers.base import Driver, DriverSink
-from drivers.readings import Reading
+from fleet.daemon import wire
+from fleet.daemon.agent.app import Agent
+from fleet.daemon.agent.registry import DriverSpec
+from fleet.drivers.base import Driver, DriverSink
+from fleet.drivers.readings import Reading
 from tests.agent_support import Subscriber, running_agent, settings_of, write_agent_config
 from tests.harness.servers import MosquittoServer
 from tests.harness.waiting import wait_until
@@ -68,7 +68,7 @@ class Refusals(logging.Handler):
 
     @contextmanager
     def attached(self) -> Iterator[Refusals]:
-        logger = logging.getLogger("daemon.agent.app")
+        logger = logging.getLogger("fleet.daemon.agent.app")
         logger.addHandler(self)
         try:
             yield self

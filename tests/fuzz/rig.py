@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from config import FleetSettings, load_settings
-from daemon import wire
-from daemon.collector.alerting import AlertService
-from daemon.spool import Spool
+from fleet.config import FleetSettings, load_settings
+from fleet.daemon import wire
+from fleet.daemon.collector.alerting import AlertService
+from fleet.daemon.spool import Spool
 from tests.harness.waiting import wait_until
 
 PREFIX, SITE = "fleet", "allingtown"

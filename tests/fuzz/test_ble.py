@@ -19,12 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from daemon.agent.app import Agent
-from drivers.ble.battery import BleBattery
-from drivers.ble.bthome import BTHome
-from drivers.ble.config import BleBatteryConfig, BTHomeConfig
-from drivers.ble.decode import BATTERY_LEVEL, BTHOME_SERVICE_DATA
-from drivers.readings import LIMITS, firmware_label
+from fleet.daemon.agent.app import Agent
+from fleet.drivers.ble.battery import BleBattery
+from fleet.drivers.ble.bthome import BTHome
+from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
+from fleet.drivers.ble.decode import BATTERY_LEVEL, BTHOME_SERVICE_DATA
+from fleet.drivers.readings import LIMITS, firmware_label
 from tests.drivers.emulators.ble import BleAir, handheld
 from tests.fuzz.agent_rig import Counted, Refusals, running, spec
 from tests.fuzz.cases import FUZZ, check_scale, examples_for, tally
@@ -194,7 +194,7 @@ def test_firmware_labels_are_what_the_contract_takes(text):
 
 
 def test_driver_limits_are_the_contracts():
-    from daemon import wire
+    from fleet.daemon import wire
 
     for name, (low, high) in LIMITS.items():
         model = wire.Status if name == "rssi_dbm" else wire.Battery

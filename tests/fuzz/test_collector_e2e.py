@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import wire
-from daemon.collector.app import Collector
+from fleet.daemon import wire
+from fleet.daemon.collector.app import Collector
 from tests.fuzz.cases import FUZZ, tally
 from tests.fuzz.hostile import (
     Message,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon import wire
+from fleet.daemon import wire
 from tests.fuzz.cases import FUZZ, check_scale, tally
 from tests.fuzz.hostile import hostile_level, hostile_value, nested, serialise
 from tests.fuzz.rig import FIRING, PREFIX, SITE, alert_service

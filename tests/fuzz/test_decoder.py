@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 
-from daemon import wire
-from daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
+from fleet.daemon import wire
+from fleet.daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
 from tests.fuzz.cases import FUZZ, Tally, check_scale, tally
 from tests.fuzz.hostile import NOW_MS, Message, owntracks_messages, telemetry_messages
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.collector.http_api import HttpApi
+from fleet.daemon.collector.http_api import HttpApi
 from tests.fuzz.cases import FUZZ, check_scale, examples_for, tally
 from tests.fuzz.hostile import hostile_value, nested, serialise
 from tests.fuzz.rig import FIRING, alert_service

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.ninebot.config import NinebotSerialConfig
-from drivers.ninebot.serial import NinebotSerial
+from fleet.drivers.ninebot.config import NinebotSerialConfig
+from fleet.drivers.ninebot.serial import NinebotSerial
 from tests.drivers.emulators.ninebot import (
     NinebotEmulator,
     PtyScooter,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.collector import rollup
+from fleet.daemon.collector import rollup
 from tests.harness.fleet import publisher, running_collector, settings_from, write_config
 from tests.harness.servers import InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until
@@ -56,7 +56,7 @@ class FilledDatabase:
 def _simulate(config: Path) -> tuple[int, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
-        sys.executable, "-m", "daemon.cli", "simulate", "--config", str(config),
+        sys.executable, "-m", "fleet.daemon.cli", "simulate", "--config", str(config),
         "--start", "-24h", "--speedup", str(SPEEDUP), "--rate", str(RATE_HZ),
         "--segways", "4", "--handhelds", "3", "--seed", "7", *FAULTS,
     ]  # fmt: skip

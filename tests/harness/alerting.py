@@ -21,13 +21,13 @@ from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from config import FleetSettings
-from daemon import wire
-from daemon.alerts.model import AlertEvent
-from daemon.alerts.notify import Notifier, RetryPolicy
-from daemon.collector.app import Collector
-from daemon.mqtt import Inbound, MqttLink
-from daemon.wire import Reading
+from fleet.config import FleetSettings
+from fleet.daemon import wire
+from fleet.daemon.alerts.model import AlertEvent
+from fleet.daemon.alerts.notify import Notifier, RetryPolicy
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.mqtt import Inbound, MqttLink
+from fleet.daemon.wire import Reading
 from tests.harness.fleet import Listener
 from tests.harness.http_receiver import HttpReceiver
 from tests.harness.servers import MosquittoServer

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from config import FleetSettings, load_settings
-from daemon.collector.app import Collector
-from daemon.mqtt import Inbound, MqttLink
+from fleet.config import FleetSettings, load_settings
+from fleet.daemon.collector.app import Collector
+from fleet.daemon.mqtt import Inbound, MqttLink
 from tests.harness.servers import InfluxServer, MosquittoServer
 
 _ids = itertools.count(1)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from drivers.readings import Reading
+from fleet.drivers.readings import Reading
 
 T = TypeVar("T")
 
