@@ -26,7 +26,7 @@ SECRET_FIELDS = {("mqtt", "password"), ("influx", "token"), ("influx", "password
 # needing the other sub-commands to import.
 CHECK_CONFIG = (
     "import argparse, sys\n"
-    "from daemon import cmd_check_config\n"
+    "from fleet.daemon import cmd_check_config\n"
     "parser = argparse.ArgumentParser(prog='fleet')\n"
     "cmd_check_config.add_parser(parser.add_subparsers(dest='command', required=True))\n"
     "args = parser.parse_args(sys.argv[1:])\n"
