@@ -7,7 +7,6 @@ models as the agent's registry (daemon/agent/registry.py; a test checks it).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -17,10 +16,10 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
-    model_validator,
 )
 
-from fleet.config.base import IdStr, Loc, StrictModel, problems_error, raise_problems
+from fleet.config.base import IdStr, Loc, StrictModel, problems_error
+from fleet.config.errors import renamed_key, unknown_key_message
 from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
 from fleet.drivers.gps.config import NmeaGpsConfig
 from fleet.drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
@@ -36,9 +35,11 @@ _DRIVER_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _driver_problems(exc: ValidationError) -> list[tuple[Loc, str]]:
-    """The errors of `drivers` located as `drivers[i].key`, without pydantic's union tag."""
+def _driver_problems(exc: ValidationError) -> tuple[list[tuple[Loc, str]], list[tuple[Loc, str]]]:
+    """The errors of `drivers` located as `drivers[i].key`, without pydantic's union tag,
+    and the old keys used, with their new names."""
     problems: list[tuple[Loc, str]] = []
+    renamed: list[tuple[Loc, str]] = []
     kinds = ", ".join(_DRIVER_MODELS)
     for error in exc.errors(include_url=False, include_input=False):
         loc: Loc = tuple(error["loc"])
@@ -54,14 +55,14 @@ def _driver_problems(exc: ValidationError) -> list[tuple[Loc, str]]:
         elif kind == "missing":
             problems.append((loc, "required key is missing"))
         elif kind == "extra_forbidden":
-            close = difflib.get_close_matches(
-                str(loc[-1]), list(model.model_fields if model else []), n=1
-            )
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append((loc, f"unknown key{hint}"))
+            new = renamed_key(model, loc[-1])
+            if new:
+                renamed.append((loc, new))
+            else:
+                problems.append((loc, unknown_key_message(model, loc)))
         else:
             problems.append((loc, str(error["msg"])))
-    return problems
+    return problems, renamed
 
 
 class AgentSettings(StrictModel):
@@ -157,17 +158,7 @@ class AgentSettings(StrictModel):
         try:
             return handler(value)
         except ValidationError as exc:
-            raise problems_error(_driver_problems(exc)) from None
-
-    @model_validator(mode="after")
-    def _check_backoff(self) -> AgentSettings:
-        problems: list[tuple[Loc, str]] = []
-        if self.restart_backoff_max_s < self.restart_backoff_initial_s:
-            problems.append(
-                (("restart_backoff_max_s",), "must be at least restart_backoff_initial_s")
-            )
-        raise_problems(problems)
-        return self
+            raise problems_error(*_driver_problems(exc)) from None
 
     def site_or(self, default: str) -> str:
         """The agent's site: its own, else the installation's `default`."""

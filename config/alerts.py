@@ -11,10 +11,11 @@ silent surprise at 3 a.m.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -193,6 +194,11 @@ class Geofence(StrictModel):
 class NotifySettings(StrictModel):
     """Where people are told, through apprise URLs (mailto://, json://, ntfy://, ...)."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "retry_initial_s": "delivery_backoff_initial_s",
+        "retry_max_s": "delivery_backoff_max_s",
+    }
+
     warning: list[SecretStr] = Field(
         default_factory=list,
         description="apprise URLs notified of warning alerts (fire, resolve, repeat). URLs "
@@ -209,10 +215,10 @@ class NotifySettings(StrictModel):
     attempts: int = Field(
         default=8, ge=1, le=50, description="Tries per URL before a delivery counts as failed."
     )
-    retry_initial_s: float = Field(
+    delivery_backoff_initial_s: float = Field(
         default=20.0, gt=0, le=3600, description="First retry delay (s); doubles per retry."
     )
-    retry_max_s: float = Field(
+    delivery_backoff_max_s: float = Field(
         default=900.0, gt=0, le=_DAY_S, description="Longest retry delay (s)."
     )
     min_interval_s: float | None = Field(

@@ -1,27 +1,25 @@
 """Shared building blocks of the configuration models.
 
-`StrictModel` is the base of every section: unknown keys are errors, NaN and
-infinity are refused, and settings are immutable once loaded. The id types
-implement the wire contract's id rule for config values, with messages that
-never echo the rejected value (it could be a mistyped secret).
+`StrictModel` is the base of every section: unknown keys are errors (a renamed
+key's error names its new name), NaN and infinity are refused, and settings
+are immutable once loaded. The id types implement the wire contract's id rule
+for config values, with messages that never echo the rejected value (it could
+be a mistyped secret).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-"""Device, site, kind and topic-prefix ids: safe as one MQTT topic level and an InfluxDB tag."""
+from fleet.drivers.backoff import check_backoff_pair
+from fleet.drivers.contract import ID_PATTERN, RESERVED_KINDS
 
 _ID_RE = re.compile(ID_PATTERN)
-
-# Kinds share the topic level with these fixed words (see the wire contract).
-RESERVED_KINDS = frozenset({"agent", "alerts"})
 
 PROBLEMS_ERROR_TYPE = "fleet_problems"
 """Error type whose context carries several `(relative loc, message)` problems."""
@@ -33,6 +31,12 @@ class StrictModel(BaseModel):
     """Base of every configuration section."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    # Old key -> new key: the loader refuses an old key with a message naming the new one.
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
+
+    # Every `<what>_backoff_max_s` must be at least its `<what>_backoff_initial_s`.
+    _check_backoff = field_validator("*")(check_backoff_pair)
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
@@ -46,18 +50,28 @@ def format_loc(loc: Sequence[str | int]) -> str:
     return out
 
 
-def problems_error(problems: Sequence[tuple[Loc, str]]) -> PydanticCustomError:
+def problems_error(
+    problems: Sequence[tuple[Loc, str]], renamed: Sequence[tuple[Loc, str]] = ()
+) -> PydanticCustomError:
     """An error for a cross-field validator that names the exact keys at fault.
 
     A model validator's error is located at the model itself; the renderer in
     `config.errors` appends each problem's relative location instead, and can
-    report several problems from one validator.
+    report several problems from one validator. `renamed` holds `(relative loc
+    of an old key, its new name)`: the renderer names the new key by its full path.
     """
-    summary = "; ".join(f"{format_loc(loc)}: {message}" for loc, message in problems)
+    summary = "; ".join(
+        [f"{format_loc(loc)}: {message}" for loc, message in problems]
+        + [f"{format_loc(loc)}: renamed to {new}" for loc, new in renamed]
+    )
     return PydanticCustomError(
         PROBLEMS_ERROR_TYPE,
         "{summary}",
-        {"summary": summary, "problems": [(tuple(loc), message) for loc, message in problems]},
+        {
+            "summary": summary,
+            "problems": [(tuple(loc), message) for loc, message in problems],
+            "renamed": [(tuple(loc), new) for loc, new in renamed],
+        },
     )
 
 

@@ -11,7 +11,7 @@ import difflib
 import re
 import tomllib
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -73,16 +73,32 @@ def _expand(error: Any, root: type[BaseModel]) -> Iterator[tuple[Loc, str]]:
     if kind == PROBLEMS_ERROR_TYPE:
         for sub_loc, message in error["ctx"]["problems"]:
             yield loc + tuple(sub_loc), message
+        for sub_loc, new in error["ctx"].get("renamed", ()):
+            old_loc = loc + tuple(sub_loc)
+            yield old_loc, renamed_message(old_loc, new)
     elif kind == "extra_forbidden":
-        yield loc, _unknown_key_message(root, loc)
+        model = _model_at(root, loc[:-1])
+        new = renamed_key(model, loc[-1]) if loc else None
+        yield loc, renamed_message(loc, new) if new else unknown_key_message(model, loc)
     elif kind == "missing":
         yield loc, "required key is missing"
     else:
         yield loc, str(error["msg"])
 
 
-def _unknown_key_message(root: type[BaseModel], loc: Loc) -> str:
-    model = _model_at(root, loc[:-1])
+def renamed_key(model: type[BaseModel] | None, key: str | int) -> str | None:
+    """The new name of `key` if `model` renamed it (its `renamed_keys`), else None."""
+    renamed: Mapping[str, str] = getattr(model, "renamed_keys", {})
+    return renamed.get(key) if isinstance(key, str) else None
+
+
+def renamed_message(loc: Loc, new: str) -> str:
+    """`renamed to <full path of the new key>`, for an old key at `loc`."""
+    return f"renamed to {format_loc((*loc[:-1], new))}"
+
+
+def unknown_key_message(model: type[BaseModel] | None, loc: Loc) -> str:
+    """Why the key at `loc` of `model` is refused: unknown, perhaps with a did-you-mean."""
     key = loc[-1] if loc else ""
     if model is None or not isinstance(key, str):
         return "unknown key"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -58,6 +59,11 @@ def duration_seconds(text: str) -> float | None:
 
 class InfluxSettings(StrictModel):
     """Where and how readings are written."""
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "backoff_initial_s": "write_backoff_initial_s",
+        "backoff_max_s": "write_backoff_max_s",
+    }
 
     url: str = Field(
         default="http://localhost:8086",
@@ -145,13 +151,13 @@ class InfluxSettings(StrictModel):
         le=60,
         description="Longest time a spooled reading waits before it is written, in seconds.",
     )
-    backoff_initial_s: float = Field(
+    write_backoff_initial_s: float = Field(
         default=0.5,
         gt=0,
         le=3600,
         description="First retry delay after a failed write, in seconds; doubles per failure.",
     )
-    backoff_max_s: float = Field(
+    write_backoff_max_s: float = Field(
         default=30.0,
         gt=0,
         le=3600,
@@ -229,8 +235,6 @@ class InfluxSettings(StrictModel):
             )
         if self.downsample_policy and self.downsample_policy == self.retention_policy:
             problems.append((("downsample_policy",), "must differ from retention_policy"))
-        if self.backoff_max_s < self.backoff_initial_s:
-            problems.append((("backoff_max_s",), "must not be less than backoff_initial_s"))
         raise_problems(problems)
         return self
 

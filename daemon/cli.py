@@ -3,7 +3,9 @@
 Each sub-command lives in its own module and registers itself through
 `add_parser(subparsers)`, which sets `handler` on its parser. A handler returns
 the process exit code; a bad configuration is always exit code 78 (EX_CONFIG),
-so systemd's `RestartPreventExitStatus=78` stops a restart loop.
+so systemd's `RestartPreventExitStatus=78` stops a restart loop. What the
+sub-commands share (`load_config`, `EX_CONFIG`) is in `cli_support`, which they
+import instead of this module: no import cycle.
 """
 
 from __future__ import annotations
@@ -11,21 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-from fleet.config import ConfigError, FleetSettings, load_settings
-
-EX_CONFIG = 78
-
-
-def load_config(path: Path | None) -> FleetSettings | None:
-    """The settings, or None after printing every problem to stderr (exit with EX_CONFIG)."""
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            sys.stderr.write(problem + "\n")
-        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

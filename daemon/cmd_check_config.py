@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.config import FleetSettings, resolve_config_path
-from fleet.daemon.cli import EX_CONFIG, load_config
+from fleet.daemon.cli_support import EX_CONFIG, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:

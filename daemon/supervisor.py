@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from fleet.drivers.backoff import Backoff
+
 _LOG = logging.getLogger(__name__)
 
 Work = Callable[[threading.Event], None]
@@ -32,6 +34,7 @@ def supervise(
 ) -> Callable[[float], bool]:
     """Start `work` in a thread; returns its undo: stop(timeout) -> joined in time."""
     stop = threading.Event()
+    backoff = Backoff(backoff_initial_s, backoff_max_s)
 
     def loop() -> None:
         failures: deque[float] = deque()
@@ -50,7 +53,7 @@ def supervise(
                     if on_give_up is not None:
                         on_give_up(name)
                     return
-                delay = min(backoff_max_s, backoff_initial_s * 2 ** (len(failures) - 1))
+                delay = backoff.delay(len(failures))
                 _LOG.exception("%s crashed; restarting in %.1f s", name, delay)
                 stop.wait(delay)
             else:

@@ -7,26 +7,37 @@ it and restarts the driver with backoff. A driver never sees MQTT, files or
 the rest of the fleet (Telegraf's Accumulator idea).
 
 Config models live beside their driver, derive from `DriverConfig` (strict,
-documented) and carry `kind: Literal["..."]`, the discriminator the agent's
-settings use to pick the model.
+documented, with the `device` every driver reports as) and carry
+`kind: Literal["..."]`, the discriminator the agent's settings use to pick the
+model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fleet.drivers.backoff import check_backoff_pair
+from fleet.drivers.contract import ID_PATTERN
 from fleet.drivers.readings import Reading
-
-# A fleet device id, as in the v1 topics (drivers cannot import the wire contract).
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class DriverConfig(BaseModel):
     """Base of every driver's config model: unknown keys are errors, values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Old key -> new key: the config loader refuses an old key naming its new one.
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
+
+    device: str = Field(
+        pattern=ID_PATTERN,  # the contract's id rule, as in the v1 topics
+        description="Fleet device id the driver's readings are reported as.",
+    )
+
+    _check_backoff = field_validator("*")(check_backoff_pair)
 
 
 class DriverSink(Protocol):

@@ -1,46 +1,33 @@
-"""What a driver produces: typed readings, free of any transport or wire format.
+"""What a driver reports: typed readings, free of any transport or wire format.
 
-The groups mirror the v1 telemetry contract (battery, location, status) field
-for field and unit for unit, so the agent maps them one to one; a driver
-fills what its device can tell and leaves the rest None.
+The groups below are the v1 telemetry contract's groups (battery, location, status): their
+field names, types, units and ranges are defined here and nowhere else. A driver fills what
+its device can tell and leaves the rest None; the agent sends these very objects, and the
+collector validates each received message into them (pydantic enforces the `between` ranges
+and the string rules declared on the fields).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+import typing
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Annotated
 
-# The v1 contract's ranges (daemon/wire.py enforces them; drivers cannot import it, and a test
-# keeps the two equal). The agent refuses a whole reading for one value outside them, so a
-# driver whose device sends such a value leaves that field None instead.
-LIMITS: dict[str, tuple[float, float]] = {
-    "pct": (0, 100),
-    "voltage_v": (0, 200),
-    "current_a": (-1000, 1000),
-    "temp_c": (-60, 150),
-    "health_pct": (0, 100),
-    "rssi_dbm": (-150, 20),
-}
+from annotated_types import Interval
+from pydantic import Strict, StringConstraints
+
+from fleet.drivers.contract import between
+
 FIRMWARE_MAX = 32
-_FIRMWARE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - set("\"'\\")
-
-
-def within(name: str, value: float | None) -> float | None:
-    """`value` if it is a finite number inside the contract's range for `name`, else None."""
-    if value is None or not math.isfinite(value):
-        return None
-    low, high = LIMITS[name]
-    return value if low <= value <= high else None
-
-
-def firmware_label(text: str | None) -> str | None:
-    """A device's free-text version as the contract takes it: printable ASCII without quotes
-    or backslashes, at most 32 characters (others dropped); None when nothing is left."""
-    if text is None:
-        return None
-    kept = "".join(ch for ch in text if ch in _FIRMWARE_CHARS).strip()
-    return kept[:FIRMWARE_MAX].strip() or None
+_FIRMWARE_CHARS = r" !#-&(-\[\]-~"  # printable ASCII without " ' \ (safe in any query)
+FIRMWARE_RULE = "printable ASCII without quotes or backslashes"
+_FIRMWARE = StringConstraints(
+    min_length=1, max_length=FIRMWARE_MAX, pattern=f"^[{_FIRMWARE_CHARS}]*$"
+)
+_NOT_FIRMWARE = re.compile(f"[^{_FIRMWARE_CHARS}]")
 
 
 class State(StrEnum):
@@ -54,32 +41,45 @@ class State(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Battery:
-    pct: float | None = None  # state of charge, 0-100
-    voltage_v: float | None = None
-    current_a: float | None = None  # negative while discharging
-    temp_c: float | None = None
+    pct: Annotated[float | None, between(0, 100)] = None  # state of charge, %
+    voltage_v: Annotated[float | None, between(0, 200)] = None
+    current_a: Annotated[float | None, between(-1000, 1000)] = None  # negative: discharging
+    temp_c: Annotated[float | None, between(-60, 150)] = None
     charging: bool | None = None
-    health_pct: float | None = None  # capacity now / design capacity, 0-100
+    health_pct: Annotated[float | None, between(0, 100)] = None  # capacity / design capacity
 
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    lat: float
-    lon: float
-    accuracy_m: float | None = None
-    speed_kmh: float | None = None  # negative while reversing
-    heading_deg: float | None = None
+    lat: Annotated[float, between(-90, 90)]  # WGS84 degrees
+    lon: Annotated[float, between(-180, 180)]
+    accuracy_m: Annotated[float | None, between(0, 100_000)] = None
+    speed_kmh: Annotated[float | None, between(-100, 400)] = None  # negative: reversing
+    heading_deg: Annotated[float | None, between(0, 360)] = None
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    state: State | None = None
-    odometer_km: float | None = None
-    range_km: float | None = None
-    error_code: int | None = None
+    # Not strict: a sender may give the value ("riding") as well as the member (State.RIDING).
+    state: Annotated[State | None, Strict(False)] = None
+    odometer_km: Annotated[float | None, between(0, 10**7)] = None
+    range_km: Annotated[float | None, between(0, 10_000)] = None
+    error_code: Annotated[int | None, between(0, 65535)] = None
     locked: bool | None = None
-    rssi_dbm: int | None = None
-    firmware: str | None = None
+    rssi_dbm: Annotated[int | None, between(-150, 20)] = None
+    firmware: Annotated[str | None, _FIRMWARE] = None
+
+
+GROUPS: dict[str, type[Battery | Location | Status]] = {
+    "battery": Battery,
+    "location": Location,
+    "status": Status,
+}
+"""The contract's groups by name: also the InfluxDB measurements and the JSON keys."""
+
+# The contract has no empty group (a group is left out instead). Location has no empty form:
+# lat and lon are required. Compared by value, so no field-by-field walk is needed.
+EMPTY_GROUPS = (Battery(), Status())
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +91,45 @@ class Reading:
     battery: Battery | None = None
     location: Location | None = None
     status: Status | None = None
+
+
+def field_names(group: type[Battery | Location | Status]) -> tuple[str, ...]:
+    """The group's fields in contract order (the JSON order)."""
+    return tuple(f.name for f in fields(group))
+
+
+def _limits() -> dict[str, tuple[float, float]]:
+    """Field name -> (low, high), read back from the `between` markers of every group."""
+    found: dict[str, tuple[float, float]] = {}
+    for group in GROUPS.values():
+        for name, hint in typing.get_type_hints(group, include_extras=True).items():
+            for marker in getattr(hint, "__metadata__", ()):
+                if isinstance(marker, Interval):
+                    # Kept as written (int or float): the error sentences quote them.
+                    found[name] = typing.cast("tuple[float, float]", (marker.ge, marker.le))
+    return found
+
+
+# Field names are unique across the groups, so one flat map serves them all.
+LIMITS = _limits()
+
+
+def within(name: str, value: float | None) -> float | None:
+    """`value` if it is a finite number inside the contract's range for `name`, else None.
+
+    The agent refuses a whole reading for one value outside the contract, so a driver whose
+    device sends such a value leaves that field None instead.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    low, high = LIMITS[name]
+    return value if low <= value <= high else None
+
+
+def firmware_label(text: str | None) -> str | None:
+    """A device's free-text version as the contract takes it: printable ASCII without quotes
+    or backslashes, at most 32 characters (others dropped); None when nothing is left."""
+    if text is None:
+        return None
+    kept = _NOT_FIRMWARE.sub("", text).strip()
+    return kept[:FIRMWARE_MAX].strip() or None

@@ -11,6 +11,7 @@ import pytest
 from fleet.config import ConfigError, load_settings
 from fleet.config.agent import DriverSettings
 from fleet.daemon.agent.registry import KINDS, build_specs
+from fleet.drivers.base import DriverConfig
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config" / "examples" / "agent.toml"
@@ -102,6 +103,79 @@ def test_backoff_max_below_initial_is_refused(tmp_path: Path) -> None:
         f"{tmp_path / 'fleet.toml'}: agent.restart_backoff_max_s: "
         "must be at least restart_backoff_initial_s"
     ]
+
+
+def test_driver_backoff_max_below_initial_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(
+            tmp_path,
+            """
+[[agent.drivers]]
+kind = "ninebot_ble"
+device = "sw-01"
+address = "D4:3D:7E:12:34:56"
+encrypted_backoff_initial_s = 60
+encrypted_backoff_max_s = 30
+""",
+        )
+    assert caught.value.problems == [
+        f"{tmp_path / 'fleet.toml'}: agent.drivers[0].encrypted_backoff_max_s: "
+        "must be at least encrypted_backoff_initial_s"
+    ]
+
+
+def test_renamed_driver_keys_are_refused_naming_the_new_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(
+            tmp_path,
+            """
+[[agent.drivers]]
+kind = "ninebot_serial"
+device = "sw-01"
+port = "/dev/ttyUSB0"
+reopen_backoff_s = 1.0
+
+[[agent.drivers]]
+kind = "ninebot_ble"
+device = "sw-02"
+address = "D4:3D:7E:12:34:56"
+reconnect_backoff_s = 2.0
+encrypted_backoff_s = 60.0
+
+[[agent.drivers]]
+kind = "ble_battery"
+device = "hh-01"
+address = "C8:2B:96:A1:B2:C3"
+backoff_initial_s = 2.0
+backoff_max_s = 120.0
+backof_max_s = 120.0
+""",
+        )
+    src = tmp_path / "fleet.toml"
+    drivers = "agent.drivers"
+    assert sorted(caught.value.problems) == sorted(
+        [
+            f"{src}: {drivers}[0].reopen_backoff_s: "
+            f"renamed to {drivers}[0].reopen_backoff_initial_s",
+            f"{src}: {drivers}[1].reconnect_backoff_s: "
+            f"renamed to {drivers}[1].reconnect_backoff_initial_s",
+            f"{src}: {drivers}[1].encrypted_backoff_s: "
+            f"renamed to {drivers}[1].encrypted_backoff_initial_s",
+            f"{src}: {drivers}[2].backoff_initial_s: "
+            f"renamed to {drivers}[2].reconnect_backoff_initial_s",
+            f"{src}: {drivers}[2].backoff_max_s: renamed to {drivers}[2].reconnect_backoff_max_s",
+            # A typo is still an unknown key, with the new name as the suggestion.
+            f"{src}: {drivers}[2].backof_max_s: unknown key; did you mean 'reconnect_backoff_max_s'?",
+        ]
+    )
+
+
+def test_every_driver_config_declares_device_once_in_the_base() -> None:
+    for kind, entry in KINDS.items():
+        model = entry.config
+        assert issubclass(model, DriverConfig), kind
+        assert "device" in model.model_fields, kind
+        assert "device" not in vars(model).get("__annotations__", {}), kind
 
 
 def test_the_example_loads_with_every_driver_kind() -> None:

@@ -57,7 +57,7 @@ model = "es"
 poll_interval_s = 0.1
 response_timeout_s = 0.1
 offline_after_misses = 2
-reopen_backoff_s = 0.05
+reopen_backoff_initial_s = 0.05
 reopen_backoff_max_s = 0.2
 """
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from fleet.daemon.alerts import AlertEngine
-from fleet.daemon.wire import Reading
+from fleet.daemon.wire import DecodedReading
 from tests.test_alert_engine import MIN, T0, H, S, acts, make, reading
 
 SETTLE = 30 * S  # alerts.clock_settle_s default
 
 
-def seqd(seq: int | None, ts: int, pct: float = 80.0, **kw: object) -> Reading:
+def seqd(seq: int | None, ts: int, pct: float = 80.0, **kw: object) -> DecodedReading:
     return replace(reading(ts, pct=pct, **kw), seq=seq)  # type: ignore[arg-type]
 
 
@@ -138,7 +138,7 @@ def test_the_learned_offset_survives_a_restart(tmp_path: Path):
 # --- buffered data is not a skewed clock -------------------------------------------------------
 
 
-def outage_backlog(first_seq: int, start: int, end: int) -> list[Reading]:
+def outage_backlog(first_seq: int, start: int, end: int) -> list[DecodedReading]:
     """An agent's outbox after an hour without the broker: low, then charged again."""
     out = []
     for i, ts in enumerate(range(start, end, 10 * S)):

@@ -11,7 +11,7 @@ import pytest
 from fleet.config.alerts import AlertSettings
 from fleet.daemon.alerts import Action, AlertEngine, AlertEvent
 from fleet.daemon.alerts.store import AlertStore
-from fleet.daemon.wire import Battery, Location, Reading, Status
+from fleet.daemon.wire import Battery, DecodedReading, Location, Status
 
 S, MIN, H = 1000, 60_000, 3_600_000
 T0 = int(datetime.fromisoformat("2026-11-29T20:00:00-05:00").timestamp() * 1000)
@@ -35,13 +35,13 @@ def reading(
     kind: str = "segway",
     site: str = "allingtown",
     source: str = "telemetry",
-) -> Reading:
+) -> DecodedReading:
     battery = None
     if pct is not None or charging is not None or temp is not None:
         battery = Battery(pct=pct, charging=charging, temp_c=temp)
     status = Status(state=state, error_code=code) if state or code is not None else None  # type: ignore[arg-type]
     location = Location(lat=at[0], lon=at[1]) if at else None
-    return Reading(site, kind, device, None, ts, battery, location, status, source)
+    return DecodedReading(site, kind, device, None, ts, battery, location, status, source)
 
 
 def make(tmp_path: Path | None = None, **settings: Any) -> AlertEngine:

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from fleet.daemon import wire
-from fleet.daemon.wire import Battery, Reading
+from fleet.daemon.wire import Battery, DecodedReading
 from tests.harness.fleet import running_collector, settings_from, write_config
 from tests.harness.servers import InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until
 
 
-def low(device: str, seq: int = 1) -> Reading:
+def low(device: str, seq: int = 1) -> DecodedReading:
     now = int(time.time() * 1000)
-    return Reading(
+    return DecodedReading(
         "allingtown", "segway", device, seq, now, Battery(pct=5.0), None, None, "telemetry"
     )
 
@@ -52,7 +52,7 @@ def test_a_failing_reading_or_control_message_costs_only_itself(
         engine = service.engine
         observe, agent_availability = engine.observe, engine.agent_availability
 
-        def broken_observe(reading: Reading, now_ms: int) -> list:  # type: ignore[type-arg]
+        def broken_observe(reading: DecodedReading, now_ms: int) -> list:  # type: ignore[type-arg]
             if reading.device == "sw-bad":
                 raise RuntimeError("injected failure")
             return observe(reading, now_ms)

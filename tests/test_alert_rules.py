@@ -23,7 +23,7 @@ from fleet.daemon.alerts.rules import (
 )
 from fleet.daemon.alerts.schedule import iso_utc, local_hhmm, next_shift_start_ms
 from fleet.daemon.alerts.text import Facts, alert_json, fire_text, resolve_text
-from fleet.daemon.wire import Battery, Location, Reading, Status
+from fleet.daemon.wire import Battery, DecodedReading, Location, State, Status
 
 NY = ZoneInfo("America/New_York")
 FENCE = Geofence(
@@ -159,14 +159,14 @@ def test_disabled_rules_give_no_verdict():
 
 def test_view_merges_fields_across_readings():
     def reading(ts, **groups):
-        return Reading("allingtown", "handheld", "hh-1", None, ts, groups.get("battery"),
-                       groups.get("location"), groups.get("status"), "owntracks")  # fmt: skip
+        return DecodedReading("allingtown", "handheld", "hh-1", None, ts, groups.get("battery"),
+                              groups.get("location"), groups.get("status"), "owntracks")  # fmt: skip
 
     v = DeviceView.of(reading(1, battery=Battery(pct=40.0, charging=False)))
     v.update(reading(2, location=Location(lat=1.0, lon=2.0)))
     v.update(reading(3, battery=Battery(temp_c=30.0)))
     assert (v.pct, v.charging, v.temp_c, v.lat) == (40.0, False, 30.0, 1.0)
-    v.update(reading(4, status=Status(state="charging")))
+    v.update(reading(4, status=Status(state=State.CHARGING)))
     assert v.is_charging is True
 
 

@@ -27,6 +27,7 @@ from fleet.daemon import wire
 from fleet.daemon.agent.app import Agent
 from fleet.daemon.agent.outbox import Outbox
 from fleet.daemon.alerts.store import AlertStore
+from fleet.daemon.collector import schema
 from fleet.daemon.collector.app import make_decoder
 from fleet.daemon.spool import Entry, Spool
 from fleet.daemon.sqlite_files import check, open_checked
@@ -299,7 +300,7 @@ def spool_readings(settings: FleetSettings, n: int) -> None:
         for seq in range(start, min(n, start + 49) + 1):
             reading = decoder.decode(TOPIC, telemetry(DEVICE, seq, base + seq * 1000))
             assert reading is not None
-            lines = wire.reading_lines(reading)
+            lines = schema.reading_lines(reading)
             entries.append(Entry(TOPIC, "\n".join(lines), len(lines)))
         spool.append(entries)
     spool.close()

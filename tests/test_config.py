@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleet.config import AgentSettings, ConfigError, FleetSettings, load_settings
 from fleet.config.errors import _unwrap
-from fleet.daemon.cli import EX_CONFIG
+from fleet.daemon.cli_support import EX_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "config" / "examples").glob("*.toml"))
@@ -556,13 +556,42 @@ BROKEN = [
         id="bad-bind",
     ),
     pytest.param(
-        "[mqtt]\nprotocol = 4\n[influx]\nbackoff_initial_s = 10\nbackoff_max_s = 1\n",
+        "[mqtt]\nprotocol = 4\n[influx]\nwrite_backoff_initial_s = 10\nwrite_backoff_max_s = 1\n",
         {},
         [
             "{src}: mqtt.protocol: Input should be '5' or '3.1.1'",
-            "{src}: influx.backoff_max_s: must not be less than backoff_initial_s",
+            "{src}: influx.write_backoff_max_s: must be at least write_backoff_initial_s",
         ],
         id="literal-and-cross-field",
+    ),
+    pytest.param(
+        "[alerts.notify]\ndelivery_backoff_initial_s = 60\ndelivery_backoff_max_s = 30\n",
+        {},
+        [
+            "{src}: alerts.notify.delivery_backoff_max_s: must be at least delivery_backoff_initial_s"
+        ],
+        id="backoff-pair-out-of-order",
+    ),
+    pytest.param(
+        "[influx]\nbackoff_initial_s = 1\nbackoff_max_s = 2\n"
+        "[alerts.notify]\nretry_initial_s = 3\nretry_max_s = 4\n",
+        {},
+        [
+            "{src}: influx.backoff_initial_s: renamed to influx.write_backoff_initial_s",
+            "{src}: influx.backoff_max_s: renamed to influx.write_backoff_max_s",
+            "{src}: alerts.notify.retry_initial_s: renamed to alerts.notify.delivery_backoff_initial_s",
+            "{src}: alerts.notify.retry_max_s: renamed to alerts.notify.delivery_backoff_max_s",
+        ],
+        id="renamed-keys",
+    ),
+    pytest.param(
+        "",
+        {"FLEET_ALERTS__NOTIFY__RETRY_MAX_S": "60"},
+        [
+            "environment FLEET_ALERTS__NOTIFY__RETRY_MAX_S: alerts.notify.retry_max_s: "
+            "renamed to alerts.notify.delivery_backoff_max_s"
+        ],
+        id="env-renamed-key",
     ),
     pytest.param(
         "[mqtt]\nport = 1883\n",

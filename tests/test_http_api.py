@@ -1,4 +1,6 @@
-"""The collector's HTTP API over a real socket: health, open alerts, acknowledgement."""
+"""The collector's HTTP API over a real socket, in the whole collector on a real broker and
+InfluxDB: health, open alerts, acknowledgement, silences. Every route, method and body rule on
+its own: tests/test_http_routes.py."""
 
 from __future__ import annotations
 

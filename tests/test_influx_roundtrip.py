@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.daemon.lineproto import line
-from fleet.daemon.wire import reading_lines
+from fleet.daemon.collector.lineproto import line
+from fleet.daemon.collector.schema import reading_lines
 from tests.harness.servers import InfluxServer
 from tests.test_wire_properties import FLOAT, TYPES, VALID_TELEMETRY, decoder
 

@@ -19,7 +19,7 @@ TOPIC = "fleet/v1/allingtown/segway/sw-01/telemetry"
 class ExplodingDecoder(wire.Decoder):
     """The real decoder, except that it fails like a bug would on one topic."""
 
-    def decode(self, topic: str, payload: bytes) -> wire.Reading | None:
+    def decode(self, topic: str, payload: bytes) -> wire.DecodedReading | None:
         if topic.endswith("/boom/telemetry"):
             raise KeyError("unexpected")
         return super().decode(topic, payload)

@@ -152,7 +152,7 @@ def test_failures_after_the_commit_do_not_stop_the_acknowledgements(tmp_path):
     def publish(topic: str, payload: bytes) -> None:
         raise RuntimeError("link gone")
 
-    def on_readings(readings: list[wire.Reading]) -> None:
+    def on_readings(readings: list[wire.DecodedReading]) -> None:
         raise RuntimeError("engine broken")
 
     h = Harness(tmp_path, publish=publish, on_readings=on_readings)
@@ -165,7 +165,7 @@ def test_failures_after_the_commit_do_not_stop_the_acknowledgements(tmp_path):
 
 def test_a_line_that_sqlite_would_refuse_fails_alone(tmp_path):
     class Surrogate(wire.Decoder):
-        def decode(self, topic: str, payload: bytes) -> wire.Reading | None:
+        def decode(self, topic: str, payload: bytes) -> wire.DecodedReading | None:
             r = super().decode(topic, payload)
             if r is not None and r.seq == 2:
                 return dataclasses.replace(r, kind="seg\ud800")  # as a decoder bug might

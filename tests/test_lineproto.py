@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from fleet.daemon.lineproto import FieldValue, format_line, line, series_key
+from fleet.daemon.collector.lineproto import FieldValue, format_line, line, series_key
 
 TAGS = {"site": "hq", "kind": "segway", "device": "sw-03"}
 

@@ -149,8 +149,8 @@ def test_a_collector_restart_delivers_what_was_pending_once(
 disabled = ["offline", "battery_low"]
 [alerts.notify]
 critical = [{json.dumps(mailto(port))}]
-retry_initial_s = 0.05
-retry_max_s = 0.2
+delivery_backoff_initial_s = 0.05
+delivery_backoff_max_s = 0.2
 attempts = 50
 min_interval_s = 0
 """

@@ -248,8 +248,8 @@ def test_the_server_runs_the_cqs_and_fills_the_hourly_policy(
 
 def test_the_rollup_fields_exist_in_the_raw_schema() -> None:
     """Every field a CQ aggregates is one the collector writes (README "InfluxDB schema")."""
-    from fleet.daemon import wire
+    from fleet.daemon.collector import schema
 
-    written = {m: set(fields) for m, fields in wire._GROUP_FIELDS.items()}
+    written = {m: set(fields) for m, fields in schema.GROUP_FIELDS.items()}
     for measurement in rollup.measurements():
         assert set(rollup.rollup_fields(measurement).values()) <= written[measurement]

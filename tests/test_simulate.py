@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.daemon import cli, wire
+from fleet.daemon import cli, cli_support, wire
 from fleet.daemon.simulate import battery, command, encode, geo
 from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
 from fleet.daemon.simulate.model import Condition, Device, Sample
@@ -556,7 +556,7 @@ def test_start_parses_offsets_and_zoned_times():
 def test_bad_configuration_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     config = tmp_path / "fleet.toml"
     config.write_text("[mqtt]\nprot = 1883\n")
-    assert cli.main(["simulate", "--config", str(config), "--count", "1"]) == cli.EX_CONFIG
+    assert cli.main(["simulate", "--config", str(config), "--count", "1"]) == cli_support.EX_CONFIG
     assert "prot" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ from fleet.config.influx import InfluxSettings
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.sinks import V1Sink
 from fleet.daemon.collector.stats import SPOOL_TOPIC, StatsReporter
-from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.spool import Entry, SeqRow, Spool
 from tests.harness.waiting import wait_until
 from tests.test_ingest_isolation import decoder
@@ -44,7 +44,7 @@ def reporter(spool: Spool, extra_fields: Any = dict) -> StatsReporter:
         V1Sink(InfluxSettings(url="http://127.0.0.1:9")),
         batch_size=10,
         flush_interval_s=1,
-        backoff=Backoff(0.1, 1),
+        backoff=write_backoff(0.1, 1),
         on_rejected=lambda topic, line, reason: None,
         oldest_allowed_ms=lambda: None,
     )

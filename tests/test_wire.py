@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.wire import (
     Battery,
     Decoder,
@@ -15,6 +16,7 @@ from fleet.daemon.wire import (
     Location,
     Reason,
     Rejected,
+    State,
     Status,
     Telemetry,
     agent_availability_topic,
@@ -23,7 +25,6 @@ from fleet.daemon.wire import (
     deadletter_payload,
     deadletter_topic,
     encode_telemetry,
-    reading_lines,
     subscriptions,
     telemetry_topic,
 )
@@ -285,7 +286,7 @@ def test_encode_then_decode_round_trips(decoder):
         seq=7,
         ts=datetime(2026, 11, 29, 21, 0, 0, 456789, tzinfo=UTC),
         battery=Battery(pct=55, charging=True),
-        status=Status(state="docked", firmware="2.0.1-rc"),
+        status=Status(state=State.DOCKED, firmware="2.0.1-rc"),
     )
     body = encode_telemetry(sent)
     assert body == (
@@ -299,8 +300,11 @@ def test_encode_then_decode_round_trips(decoder):
 
 
 def test_sender_side_models_are_strict_too():
+    # The groups are the drivers' plain dataclasses: the sender's Telemetry checks them.
     with pytest.raises(ValueError, match="pct"):
-        Battery(pct=True)
+        Telemetry(
+            schema=1, device="a", ts=datetime(2026, 1, 1, tzinfo=UTC), battery=Battery(pct=True)
+        )
     with pytest.raises(ValueError, match="time zone"):
         Telemetry(schema=1, device="a", ts=datetime(2026, 1, 1), battery=Battery(pct=1))  # noqa: DTZ001
 

@@ -1,8 +1,9 @@
-"""Hypothesis against the decoder: nothing but a Reading, None or Rejected comes out, and every
-Reading's InfluxDB lines parse back to exactly the values that came in."""
+"""Hypothesis against the decoder: nothing but a DecodedReading, None or Rejected comes out, and every
+DecodedReading's InfluxDB lines parse back to exactly the values that came in."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,7 +12,8 @@ from typing import Any
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from fleet.daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
+from fleet.daemon.collector.schema import reading_lines
+from fleet.daemon.wire import DecodedReading, Decoder, DeviceRef, Rejected
 
 NOW_MS = 1795986000000  # 2026-11-29T21:00:00Z
 WINDOW_MS = (NOW_MS - 30 * 86400_000, NOW_MS + 300_000)
@@ -196,7 +198,7 @@ def expected_fields(
     return out
 
 
-def check_lines(reading: Reading, groups: dict[str, dict[str, Any]], ts_ms: int) -> None:
+def check_lines(reading: DecodedReading, groups: dict[str, dict[str, Any]], ts_ms: int) -> None:
     lines = reading_lines(reading)
     parsed = {measurement: rest for measurement, *rest in map(parse_line, lines)}
     assert len(parsed) == len(lines)
@@ -214,7 +216,7 @@ TOPICS = st.sampled_from(
 ) | st.builds("/".join, st.lists(HOSTILE, min_size=1, max_size=7))
 
 
-def outcome(topic: str, payload: bytes) -> Reading | Rejected | None:
+def outcome(topic: str, payload: bytes) -> DecodedReading | Rejected | None:
     """What decode gives; a Rejected is returned, so that anything else escaping fails the test."""
     try:
         result = decoder().decode(topic, payload)
@@ -232,7 +234,7 @@ def is_clean(rejected: Rejected) -> bool:
 @given(topic=TOPICS, payload=st.binary(max_size=300))
 def test_arbitrary_bytes_give_only_the_three_outcomes(topic, payload):
     result = outcome(topic, payload)
-    assert result is None or isinstance(result, Reading) or is_clean(result)
+    assert result is None or isinstance(result, DecodedReading) or is_clean(result)
 
 
 @given(topic=TOPICS, doc=JSONISH | st.dictionaries(st.sampled_from(["_type", "lat", "lon", "tst", "batt", "bs"]) | HOSTILE, SCALARS))  # fmt: skip
@@ -246,9 +248,9 @@ def test_arbitrary_json_gives_only_the_three_outcomes(topic, doc):
         )
 
 
-def _groups(reading: Reading) -> dict[str, dict[str, Any]]:
+def _groups(reading: DecodedReading) -> dict[str, dict[str, Any]]:
     return {
-        name: group.model_dump()
+        name: dataclasses.asdict(group)
         for name, group in (("battery", reading.battery), ("location", reading.location), ("status", reading.status))
         if group is not None
     }  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 
 from fleet.config.influx import InfluxSettings
 from fleet.daemon.collector.sinks import V1Sink, V2Sink, parse_retry_after
-from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.spool import Entry, Spool
 from tests.harness.http_receiver import HttpReceiver, Reply
 from tests.harness.waiting import wait_until
@@ -30,8 +30,8 @@ def settings(url: str, **extra) -> InfluxSettings:
         "url": url,
         "batch_size": 10,
         "flush_interval_s": 0.05,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 0.2,
+        "write_backoff_initial_s": 0.05,
+        "write_backoff_max_s": 0.2,
         "retention": "INF",
     }
     values.update(extra)
@@ -51,7 +51,7 @@ def running_writer(
         V1Sink(s),
         batch_size=s.batch_size,
         flush_interval_s=s.flush_interval_s,
-        backoff=Backoff(s.backoff_initial_s, s.backoff_max_s),
+        backoff=write_backoff(s.write_backoff_initial_s, s.write_backoff_max_s),
         on_rejected=lambda topic, line, reason: rejected.append((topic, line, reason)),
         oldest_allowed_ms=lambda: None,
     )
@@ -259,7 +259,7 @@ def writer_on(tmp_path, influx, db: str, entries: list[Entry]):
         sink,
         batch_size=s.batch_size,
         flush_interval_s=s.flush_interval_s,
-        backoff=Backoff(s.backoff_initial_s, s.backoff_max_s),
+        backoff=write_backoff(s.write_backoff_initial_s, s.write_backoff_max_s),
         on_rejected=lambda topic, line, reason: rejected.append((topic, line, reason)),
         oldest_allowed_ms=lambda: None,
     )

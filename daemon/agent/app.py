@@ -38,6 +38,7 @@ from fleet.daemon.agent.watchdog import BleWatchdog
 from fleet.daemon.alerts import system
 from fleet.daemon.mqtt import MqttLink
 from fleet.drivers import readings
+from fleet.drivers.backoff import Backoff
 
 _LOG = logging.getLogger(__name__)
 
@@ -99,8 +100,7 @@ class Agent:
         policy = RestartPolicy(
             cfg.restart_budget,
             cfg.restart_window_s,
-            cfg.restart_backoff_initial_s,
-            cfg.restart_backoff_max_s,
+            Backoff(cfg.restart_backoff_initial_s, cfg.restart_backoff_max_s),
         )
         self.drivers = [
             SupervisedDriver(spec, _Sink(self, spec), policy, on_down=self._down_reporter(spec))

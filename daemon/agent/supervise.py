@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.daemon.agent.registry import DriverSpec
+from fleet.drivers.backoff import Backoff
 from fleet.drivers.base import DriverSink
 
 _LOG = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ _LOG = logging.getLogger(__name__)
 class RestartPolicy:
     budget: int
     window_s: float
-    backoff_initial_s: float
-    backoff_max_s: float
+    backoff: Backoff
 
     def record(self, recent: deque[float]) -> int:
         """Note a failure now in `recent`; returns the failures within the window."""
@@ -49,7 +49,7 @@ class RestartPolicy:
 
     def delay(self, failures: int) -> float:
         """The pause before the next start after `failures` failures within the window."""
-        return min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** (failures - 1))
+        return self.backoff.delay(failures)
 
 
 class SupervisedDriver:

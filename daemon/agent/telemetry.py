@@ -1,4 +1,4 @@
-"""A driver's `Reading` as v1 telemetry: the one-to-one mapping of groups onto the wire model.
+"""A driver's `Reading` as v1 telemetry: its groups are the contract's own classes, sent as they are.
 
 Validation happens here, in the agent, with the contract's own model: a driver
 bug (a NaN, a percentage of 120) is refused before it leaves the sub-station,
@@ -7,25 +7,18 @@ instead of being dead-lettered by the collector.
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TypeVar
 
 from fleet.daemon import wire
+from fleet.daemon.wire.envelope import from_ms
 from fleet.drivers import readings
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_G = TypeVar("_G", readings.Battery, readings.Location, readings.Status)
 
 
-def _group(model: type[BaseModel], group: Any) -> Any:
-    if group is None:
-        return None
-    values = {f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
-    if all(value is None for value in values.values()):
-        return None  # the contract has no empty groups: leave it out
-    return model(**values)
+def _present(group: _G | None) -> _G | None:
+    """The contract has no empty groups: a group with nothing in it is left out."""
+    return None if group in readings.EMPTY_GROUPS else group
 
 
 def encode(reading: readings.Reading, seq: int) -> bytes:
@@ -35,11 +28,10 @@ def encode(reading: readings.Reading, seq: int) -> bytes:
             "schema": wire.SCHEMA,
             "device": reading.device,
             "seq": seq,
-            # Exact milliseconds: a float of epoch seconds would round some of them.
-            "ts": _EPOCH + timedelta(milliseconds=reading.ts_ms),
-            "battery": _group(wire.Battery, reading.battery),
-            "location": _group(wire.Location, reading.location),
-            "status": _group(wire.Status, reading.status),
+            "ts": from_ms(reading.ts_ms),
+            "battery": _present(reading.battery),
+            "location": reading.location,
+            "status": _present(reading.status),
         }
     )
     return wire.encode_telemetry(telemetry)

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fleet.daemon.alerts.rules import DeviceView
-from fleet.daemon.wire import Reading
+from fleet.daemon.wire import DecodedReading
 
 _LOG = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Clocks:
         self.fleet_offset_ms = round(statistics.median(offsets)) if offsets else 0
 
     @staticmethod
-    def is_newer(view: DeviceView, reading: Reading) -> bool:
+    def is_newer(view: DeviceView, reading: DecodedReading) -> bool:
         if reading.seq is not None and view.seq is not None:
             if reading.seq > view.seq:
                 return True
@@ -88,7 +88,7 @@ class Clocks:
             return view.seq - reading.seq > SEQ_RESTART_GAP or reading.ts_ms > view.newest_ts_ms
         return reading.ts_ms > view.newest_ts_ms
 
-    def arrive(self, view: DeviceView, reading: Reading, now_ms: int) -> Arrival:
+    def arrive(self, view: DeviceView, reading: DecodedReading, now_ms: int) -> Arrival:
         """Account for a reading that ``is_newer``: learn, and move the view's marks."""
         delay = now_ms - reading.ts_ms
         self._learn(view, reading.device, delay, now_ms)

@@ -56,7 +56,7 @@ from fleet.daemon.alerts.rules import (
 )
 from fleet.daemon.alerts.schedule import local_hhmm
 from fleet.daemon.alerts.store import AlertStore
-from fleet.daemon.wire import Reading
+from fleet.daemon.wire import DecodedReading
 
 _LOG = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class AlertEngine:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def observe(self, reading: Reading, now_ms: int) -> list[AlertEvent]:
+    def observe(self, reading: DecodedReading, now_ms: int) -> list[AlertEvent]:
         with self._lock:
             view = self._views.get(reading.device)
             if view is not None and not self._clocks.is_newer(view, reading):

@@ -5,20 +5,22 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet.daemon.alerts.model import PendingDelivery
+from fleet.drivers.backoff import Backoff
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a failed delivery to one URL is retried.
 
-    `attempts` counts every try, the first included. The n-th retry waits
-    `min(max_s, initial_s * factor ** (n - 1))`, shortened by up to `jitter`
-    (a fraction) at random so many alerts failing together do not retry in
-    lockstep. The defaults make 8 tries over roughly half an hour.
+    `attempts` counts every try, the first included. The n-th retry waits the
+    shared `Backoff` pause: `min(max_s, initial_s * factor ** (n - 1))`,
+    shortened by up to `jitter` (a fraction) at random so many alerts failing
+    together do not retry in lockstep. The defaults make 8 tries over roughly
+    half an hour.
     """
 
     attempts: int = 8
@@ -26,19 +28,18 @@ class RetryPolicy:
     max_s: float = 900.0
     factor: float = 2.0
     jitter: float = 0.5
+    backoff: Backoff = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("attempts must be >= 1")
-        if self.initial_s < 0 or self.max_s < 0 or self.factor < 1:
-            raise ValueError("initial_s and max_s must be >= 0 and factor >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be within [0, 1]")
+        # Backoff checks the rest: 0 < initial_s <= max_s, factor >= 1, jitter in [0, 1].
+        backoff = Backoff(self.initial_s, self.max_s, self.factor, self.jitter)
+        object.__setattr__(self, "backoff", backoff)  # frozen: set once, here
 
     def delay_s(self, retry: int, rng: random.Random) -> float:
         """Pause before retry number `retry` (1 for the first retry)."""
-        nominal = min(self.max_s, self.initial_s * self.factor ** (retry - 1))
-        return nominal * (1.0 - self.jitter * rng.random())
+        return self.backoff.delay(retry, rng=rng)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fleet.config.alerts import Geofence, Limits, Rule
-from fleet.daemon.wire import Reading
+from fleet.daemon.wire import DecodedReading
 
 Verdict = bool | None
 
@@ -54,12 +54,12 @@ class DeviceView:
     run_start_ms: int | None = None
 
     @classmethod
-    def of(cls, reading: Reading) -> DeviceView:
+    def of(cls, reading: DecodedReading) -> DeviceView:
         view = cls(reading.site, reading.kind, reading.source, reading.ts_ms)
         view.update(reading)
         return view
 
-    def update(self, reading: Reading) -> None:
+    def update(self, reading: DecodedReading) -> None:
         self.site, self.kind, self.source = reading.site, reading.kind, reading.source
         if reading.battery is not None:
             b = reading.battery

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from fleet.config import FleetSettings
 from fleet.daemon import wire
@@ -32,13 +31,15 @@ from fleet.daemon.alerts.notify import Notifier, RetryPolicy
 from fleet.daemon.alerts.schedule import iso_utc
 from fleet.daemon.alerts.store import AlertStore
 from fleet.daemon.alerts.text import alert_json
+from fleet.daemon.collector import schema
+from fleet.daemon.collector.http.models import MAX_SILENCE_HOURS, one_line
 from fleet.daemon.spool import Entry, Spool
 
 _LOG = logging.getLogger(__name__)
 
 SPOOL_TOPIC = "$alert"  # the "source topic" of alert points in the spool
 TICK_S = 1.0
-MAX_SILENCE_MS = 366 * 24 * 3_600_000  # "in repair" for longer than a year is a decommission
+MAX_SILENCE_MS = MAX_SILENCE_HOURS * 3_600_000
 
 Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
 
@@ -101,7 +102,9 @@ class AlertService:
         self.notifier = notifier or Notifier(
             n.routes(),
             retry=RetryPolicy(
-                attempts=n.attempts, initial_s=n.retry_initial_s, max_s=n.retry_max_s
+                attempts=n.attempts,
+                initial_s=n.delivery_backoff_initial_s,
+                max_s=n.delivery_backoff_max_s,
             ),
             max_pending=n.max_pending,
             min_interval_s=n.min_interval_s,
@@ -113,7 +116,7 @@ class AlertService:
 
     # --- called from other threads -----------------------------------------------------------
 
-    def observe(self, readings: list[wire.Reading]) -> None:
+    def observe(self, readings: list[wire.DecodedReading]) -> None:
         """Readings on disk, in arrival order: one hand-over per ingest batch."""
         observe = self.engine.observe
 
@@ -170,19 +173,26 @@ class AlertService:
     def list_silences(self) -> list[dict[str, object]]:
         return [_silence_dict(s) for s in self.engine.silences(self._clock_ms())]
 
-    def add_silence(self, body: dict[str, object]) -> dict[str, object]:
-        """From the HTTP API: {"device"?, "rule"?, "until" (ISO-8601) or "hours", "reason", "by"};
-        ValueError says what is wrong."""
+    def add_silence(
+        self,
+        *,
+        device: str | None,
+        rule: str | None,
+        reason: str,
+        by: str,
+        until_ms: int | None = None,
+        hours: float | None = None,
+    ) -> dict[str, object]:
+        """A silence until `until_ms` or for `hours` from now, its fields already checked and
+        cleaned (SilenceRequest); ValueError when it would not end in the coming year, which
+        only the engine's clock can tell."""
         now = self._clock_ms()
-        device, rule = _optional_str(body, "device"), _optional_str(body, "rule")
         if device is None and rule is None:
             raise ValueError('name a "device", a "rule" or both (silencing everything is refused)')
-        reason, by = _text(body, "reason", 200), _text(body, "by", 64)
-        if not by:
-            raise ValueError('say who silences: "by"')
-        if not reason:
-            raise ValueError('say why: "reason" (e.g. "in repair")')
-        until_ms = _until_ms(body, now)
+        if hours is not None:
+            until_ms = now + int(hours * 3_600_000)
+        if until_ms is None:
+            raise ValueError('say until when: "until" (ISO-8601 with zone) or "hours"')
         if until_ms <= now:
             raise ValueError("the silence must end in the future")
         if until_ms > now + MAX_SILENCE_MS:
@@ -257,7 +267,7 @@ class AlertService:
                 topic = wire.alert_topic(self._prefix, a.site, a.device, a.rule)
                 self._publish(topic, alert_json(a), True)
                 lines.append(
-                    wire.alert_line(
+                    schema.alert_line(
                         site=a.site,
                         kind=a.kind,
                         device=a.device,
@@ -302,33 +312,6 @@ class AlertService:
         self.counters.notified += 1
 
 
-def _optional_str(body: dict[str, object], key: str) -> str | None:
-    value = body.get(key)
-    if value is None or isinstance(value, str):
-        return value or None
-    raise ValueError(f'"{key}" must be a string')
-
-
-def _until_ms(body: dict[str, object], now_ms: int) -> int:
-    until, hours = body.get("until"), body.get("hours")
-    if isinstance(hours, int | float) and not isinstance(hours, bool):
-        if not 0 < hours <= MAX_SILENCE_MS / 3_600_000:  # also refuses NaN and infinity
-            raise ValueError('"hours" must be more than 0 and at most a year (8784)')
-        return now_ms + int(hours * 3_600_000)
-    if isinstance(until, str):
-        try:
-            when = datetime.fromisoformat(until)
-        except ValueError:
-            raise ValueError('"until" is not an ISO-8601 time') from None
-        if when.tzinfo is None:
-            raise ValueError('"until" needs a time zone (e.g. 2026-12-01T07:00:00-05:00)')
-        try:
-            return int(when.timestamp() * 1000)
-        except (OverflowError, ValueError, OSError):
-            raise ValueError('"until" is out of range') from None
-    raise ValueError('say until when: "until" (ISO-8601 with zone) or "hours"')
-
-
 def _silence_dict(s: Silence) -> dict[str, object]:
     return {
         "id": s.id,
@@ -353,15 +336,3 @@ def _ack_author(text: str) -> str | None:
             return None
         text = by
     return one_line(text, 64) or None
-
-
-def _text(body: dict[str, object], key: str, limit: int) -> str:
-    value = body.get(key)
-    return one_line(value, limit) if isinstance(value, str) else ""
-
-
-def one_line(text: str, limit: int) -> str:
-    """A name or reason from a client, fit for a log line, a mail subject and the store:
-    control characters (newlines, NUL, escapes) become spaces, runs of spaces one."""
-    printable = "".join(ch if ch.isprintable() else " " for ch in text[: limit * 4])
-    return " ".join(printable.split())[:limit]

@@ -21,11 +21,11 @@ from fleet.daemon import wire
 from fleet.daemon.alerts import system
 from fleet.daemon.collector.alerting import AlertService
 from fleet.daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
-from fleet.daemon.collector.http_api import HttpApi, alerts_json
+from fleet.daemon.collector.http import HttpApi, alerts_json, collector_routes
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.sinks import Sink, make_sink
 from fleet.daemon.collector.stats import StatsReporter
-from fleet.daemon.collector.writer import Backoff, Writer
+from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.mqtt import Inbound, MqttLink
 from fleet.daemon.spool import Spool
 from fleet.daemon.supervisor import supervise
@@ -99,7 +99,7 @@ class Collector:
             self.sink,
             batch_size=influx.batch_size,
             flush_interval_s=influx.flush_interval_s,
-            backoff=Backoff(influx.backoff_initial_s, influx.backoff_max_s),
+            backoff=write_backoff(influx.write_backoff_initial_s, influx.write_backoff_max_s),
             on_rejected=self._dead_letter_line,
             oldest_allowed_ms=self._oldest_allowed_ms,
         )
@@ -130,10 +130,12 @@ class Collector:
         self.http = HttpApi(
             settings.http.bind_host,
             settings.http.bind_port,
-            health=self._health,
-            alerts=self._open_alerts if self.alerts is not None else None,
-            acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
-            silences=self.alerts,
+            collector_routes(
+                health=self._health,
+                alerts=self._open_alerts if self.alerts is not None else None,
+                acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
+                silences=self.alerts,
+            ),
         )
         # State files found broken at start and replaced (daemon/sqlite_files.py).
         self.recoveries = [

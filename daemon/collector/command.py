@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from fleet.daemon.cli_support import EX_CONFIG, load_config
 from fleet.daemon.logs import setup_logging
 
 _LOG = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fleet.daemon.cli import EX_CONFIG, load_config
-
     settings = load_config(args.config)
     if settings is None:
         return EX_CONFIG

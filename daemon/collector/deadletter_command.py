@@ -25,6 +25,7 @@ from typing import Any
 
 from fleet.config import FleetSettings
 from fleet.config.influx import duration_seconds
+from fleet.daemon.cli_support import EX_CONFIG, load_config
 from fleet.daemon.collector import deadletters as store
 from fleet.daemon.collector.deadletters import FORMAT_LINE, FORMAT_MQTT, Kept, Query
 
@@ -171,8 +172,6 @@ def table(entries: Sequence[Kept]) -> str:
 
 
 def _settings(args: argparse.Namespace) -> FleetSettings | None:
-    from fleet.daemon.cli import load_config
-
     return load_config(getattr(args, "config", None))
 
 
@@ -191,8 +190,6 @@ def _fail(message: str) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from fleet.daemon.cli import EX_CONFIG
-
     settings = _settings(args)
     if settings is None:
         return EX_CONFIG
@@ -232,8 +229,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from fleet.daemon.cli import EX_CONFIG
-
     settings = _settings(args)
     if settings is None:
         return EX_CONFIG

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from fleet.daemon import wire
 from fleet.daemon.collector.deadletters import DeadLetter
+from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.collector.seqtrack import SeqTracker
 from fleet.daemon.mqtt import Inbound
 from fleet.daemon.spool import Entry, SeqRow, Spool
@@ -69,7 +70,7 @@ class Ingest:
         on_spooled: Callable[[], None],
         batch_max: int,
         on_control: Callable[[Inbound], bool] | None = None,
-        on_readings: Callable[[list[wire.Reading]], None] | None = None,
+        on_readings: Callable[[list[wire.DecodedReading]], None] | None = None,
         keep_dead_letters: KeepDeadLetters | None = None,
     ) -> None:
         self._decoder = decoder
@@ -131,7 +132,7 @@ class Ingest:
         c = self.counters
         now_ms = int(time.time() * 1000)
         entries: list[Entry] = []
-        readings: list[wire.Reading] = []
+        readings: list[wire.DecodedReading] = []
         dead: list[tuple[str, bytes]] = []
         kept: list[DeadLetter] = []
         for message in batch:
@@ -187,7 +188,7 @@ class Ingest:
             return self._internal_error(message, exc)
 
     def _reading(
-        self, message: Inbound, entries: list[Entry], readings: list[wire.Reading]
+        self, message: Inbound, entries: list[Entry], readings: list[wire.DecodedReading]
     ) -> _Failure | None:
         """Decode, build the lines, track seq; None once the reading is queued for the spool."""
         c = self.counters
@@ -196,7 +197,7 @@ class Ingest:
             if reading is None:
                 c.ignored += 1
                 return None
-            entry = self._entry(message.topic, wire.reading_lines(reading))
+            entry = self._entry(message.topic, reading_lines(reading))
             self.seq.observe(reading.site, reading.kind, reading.device, reading.seq)
         except wire.Rejected as rejected:
             _LOG.debug("rejected %s: %s: %s", message.topic[:200], rejected.reason, rejected.detail)
@@ -255,7 +256,7 @@ class Ingest:
             self.counters.internal_errors += 1
             _LOG.exception("%s failed", what)
 
-    def _hand_over(self, readings: list[wire.Reading]) -> None:
+    def _hand_over(self, readings: list[wire.DecodedReading]) -> None:
         """Readings to the alert engine: they are stored and acknowledged already, so a
         failure here costs alerting on them (logged, counted), nothing else."""
         assert self._on_readings is not None

@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from fleet.daemon import lineproto, wire
+from fleet.daemon import wire
+from fleet.daemon.collector import lineproto
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.writer import Writer
 from fleet.daemon.spool import Entry, Spool

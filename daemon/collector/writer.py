@@ -11,7 +11,6 @@ exponential backoff and jitter, honouring Retry-After.
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from fleet.daemon.collector.rejections import error_text, rejected_lines
 from fleet.daemon.collector.sinks import Sink, WriteResult
 from fleet.daemon.spool import Spool, SpoolRow
+from fleet.drivers.backoff import Backoff
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,19 +48,10 @@ class WriterCounters:
         return write_ms, lag_ms
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    initial_s: float
-    max_s: float
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self.max_s, self.initial_s * (2 ** min(attempt, 30)))
-        # "Equal jitter": never less than half the step, so a recovering
-        # server is not hammered by every collector at once.
-        delay = random.uniform(ceiling / 2, ceiling)
-        if retry_after is not None:
-            delay = max(delay, retry_after + random.uniform(0, self.initial_s))
-        return delay
+def write_backoff(initial_s: float, max_s: float) -> Backoff:
+    """The writer's retry pauses: "equal jitter", never less than half the step,
+    so a recovering server is not hammered by every collector at once."""
+    return Backoff(initial_s, max_s, jitter=0.5)
 
 
 class Writer:
@@ -88,7 +79,7 @@ class Writer:
         self._wake = threading.Event()
         self._needs_bootstrap = True
         self._retry: tuple[list[SpoolRow], bytes] | None = None
-        self._attempt = 0
+        self._failures = 0
         self._failing_since: float | None = None
         self.counters = WriterCounters()
         self._spool_failing = False  # logged once per episode of spool errors
@@ -202,7 +193,7 @@ class Writer:
         c.written_batches += 1
         c.write_ms.append(elapsed_ms)
         c.lag_ms.append(now_ms - rows[0].at_ms)
-        self._attempt = 0
+        self._failures = 0
         self._cap = self._batch_size
         if self._failing_since is not None:
             _LOG.info(
@@ -214,8 +205,8 @@ class Writer:
 
     def _failed(self, result: WriteResult) -> float:
         self.counters.retries += 1
-        delay = self._backoff.delay(self._attempt, result.retry_after)
-        self._attempt += 1
+        self._failures += 1
+        delay = self._backoff.delay(self._failures, retry_after=result.retry_after)
         what = "unreachable" if result.status == 0 else f"answered {result.status}"
         if self._failing_since is None:
             self._failing_since = time.monotonic()
@@ -227,7 +218,7 @@ class Writer:
                 delay,
             )
         else:
-            _LOG.debug("InfluxDB still %s; retry %d in %.1f s", what, self._attempt, delay)
+            _LOG.debug("InfluxDB still %s; retry %d in %.1f s", what, self._failures, delay)
         return delay
 
     def _too_large(self, rows: list[SpoolRow], result: WriteResult) -> float | None:
@@ -278,7 +269,7 @@ class Writer:
             changed = [(row, kept[row.id]) for row in rows if len(kept[row.id]) != row.n]
             self._spool.replace_lines(changed)
             self.counters.resent_points += len(located) - len(bad)
-        self._attempt = 0
+        self._failures = 0
 
     def _reject(self, topic: str, line: str, reason: str) -> None:
         """One refused line to the dead letters; a failure there is not the batch's."""

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 from fleet.config import FleetSettings
-from fleet.daemon.cli import EX_CONFIG, load_config
+from fleet.daemon.cli_support import EX_CONFIG, load_config
 from fleet.daemon.logs import setup_logging
 from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
 from fleet.daemon.simulate.model import Condition

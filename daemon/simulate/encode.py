@@ -39,8 +39,8 @@ def availability_payload(online: bool) -> bytes:
 def telemetry(s: Sample, ts: float) -> wire.Telemetry:
     """The v1 telemetry model of a sample, stamped `ts` (epoch seconds).
 
-    Validated like any received message (one call into pydantic's core), so a
-    simulator bug shows up here rather than as rejections at the collector.
+    Validated like any received message (the groups are the contract's classes, revalidated
+    by the model), so a simulator bug shows up here rather than as rejections at the collector.
     """
     return wire.Telemetry.model_validate(
         {
@@ -48,32 +48,32 @@ def telemetry(s: Sample, ts: float) -> wire.Telemetry:
             "device": s.device,
             "seq": s.seq,
             "ts": round(ts, 3),
-            "battery": {
-                "pct": s.pct,
-                "voltage_v": s.voltage_v,
-                "current_a": s.current_a,
-                "temp_c": s.temp_c,
-                "charging": s.charging,
-                "health_pct": s.health_pct,
-            },
-            "location": {
-                "lat": s.lat,
-                "lon": s.lon,
-                "accuracy_m": s.accuracy_m,
-                "speed_kmh": s.speed_kmh,
-                "heading_deg": s.heading_deg,
-            }
+            "battery": wire.Battery(
+                pct=s.pct,
+                voltage_v=s.voltage_v,
+                current_a=s.current_a,
+                temp_c=s.temp_c,
+                charging=s.charging,
+                health_pct=s.health_pct,
+            ),
+            "location": wire.Location(
+                lat=s.lat,
+                lon=s.lon,
+                accuracy_m=s.accuracy_m,
+                speed_kmh=s.speed_kmh,
+                heading_deg=s.heading_deg,
+            )
             if s.fix
             else None,
-            "status": {
-                "state": s.state,
-                "odometer_km": s.odometer_km,
-                "range_km": s.range_km,
-                "error_code": s.error_code,
-                "locked": s.locked,
-                "rssi_dbm": s.rssi_dbm,
-                "firmware": s.firmware,
-            },
+            "status": wire.Status(
+                state=wire.State(s.state),
+                odometer_km=s.odometer_km,
+                range_km=s.range_km,
+                error_code=s.error_code,
+                locked=s.locked,
+                rssi_dbm=s.rssi_dbm,
+                firmware=s.firmware,
+            ),
         }
     )
 

@@ -23,6 +23,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
+from fleet.drivers.backoff import Backoff
 from fleet.drivers.base import DriverSink
 from fleet.drivers.ble.config import BleBatteryConfig
 from fleet.drivers.ble.decode import (
@@ -72,7 +73,7 @@ class BleBattery:
 
     async def run(self, sink: DriverSink) -> None:
         cfg = self._config
-        backoff = cfg.backoff_initial_s
+        backoff = Backoff(cfg.reconnect_backoff_initial_s, cfg.reconnect_backoff_max_s).counter()
         misses = 0
         while True:
             try:
@@ -95,9 +96,8 @@ class BleBattery:
                 before = self.readings
                 await self._session(device, sink)
                 if self.readings > before:
-                    backoff = cfg.backoff_initial_s
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, cfg.backoff_max_s)
+                    backoff.reset()
+            await asyncio.sleep(backoff.next())
 
     async def _session(self, device: BLEDevice, sink: DriverSink) -> None:
         """One connection, until the link drops or fails."""

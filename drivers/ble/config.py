@@ -6,11 +6,12 @@ must not pull in bleak or bthome-ble (the collector reads the same settings).
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import ClassVar, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DriverConfig
 
 MAC_PATTERN: Final = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 
@@ -18,10 +19,12 @@ MAC_PATTERN: Final = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 class BleBatteryConfig(DriverConfig):
     """A handheld exposing the GATT Battery Service (0x180F), reporting as one fleet device."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "backoff_initial_s": "reconnect_backoff_initial_s",
+        "backoff_max_s": "reconnect_backoff_max_s",
+    }
+
     kind: Literal["ble_battery"] = Field("ble_battery", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the readings are reported as."
-    )
     address: str = Field(pattern=MAC_PATTERN, description="Bluetooth MAC address of the handheld.")
     poll_interval_s: float = Field(
         60.0, gt=0, le=3600, description="Read the battery level this often while connected."
@@ -39,10 +42,10 @@ class BleBatteryConfig(DriverConfig):
     offline_after_scans: int = Field(
         3, ge=1, le=100, description="Consecutive scans without the device before it is offline."
     )
-    backoff_initial_s: float = Field(
+    reconnect_backoff_initial_s: float = Field(
         2.0, gt=0, le=600, description="First wait before reconnecting; doubles on each failure."
     )
-    backoff_max_s: float = Field(
+    reconnect_backoff_max_s: float = Field(
         120.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )
 
@@ -51,9 +54,6 @@ class BTHomeConfig(DriverConfig):
     """A BTHome v2 sensor (a handheld's battery beacon) reporting as one fleet device."""
 
     kind: Literal["bthome"] = Field("bthome", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the readings are reported as."
-    )
     address: str = Field(
         pattern=MAC_PATTERN, description="Bluetooth MAC address of the BTHome device."
     )

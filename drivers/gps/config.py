@@ -6,16 +6,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DriverConfig
 
 
 class NmeaGpsConfig(DriverConfig):
     """A serial NMEA 0183 GPS attached to one fleet device."""
 
     kind: Literal["nmea_gps"] = Field("nmea_gps", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the positions are reported as."
-    )
     port: str = Field(
         min_length=1,
         description="Serial port of the receiver, e.g. /dev/ttyACM0 or /dev/serial/by-id/...",

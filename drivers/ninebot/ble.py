@@ -32,8 +32,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
+from fleet.drivers.backoff import Backoff
 from fleet.drivers.base import DriverSink
-from fleet.drivers.ninebot.backoff import Backoff
 from fleet.drivers.ninebot.config import NinebotBleConfig
 from fleet.drivers.ninebot.frames import NINEBOT_HEADER, looks_encrypted
 from fleet.drivers.ninebot.poll import HOST_BLE
@@ -88,13 +88,11 @@ class NinebotBle:
         self._online: bool | None = None
         self._detail = ""
         self._backoff = Backoff(
-            config.reconnect_backoff_s,
-            max(config.reconnect_backoff_s, config.reconnect_backoff_max_s),
-        )
+            config.reconnect_backoff_initial_s, config.reconnect_backoff_max_s
+        ).counter()
         self._crypto_backoff = Backoff(
-            config.encrypted_backoff_s,
-            max(config.encrypted_backoff_s, config.encrypted_backoff_max_s),
-        )
+            config.encrypted_backoff_initial_s, config.encrypted_backoff_max_s
+        ).counter()
         self._encrypted_logged = False
         self._rssi: int | None = None
         self.connects = 0  # connection attempts, for tests
@@ -223,7 +221,7 @@ class NinebotBle:
                 "this driver reads plaintext only - use the serial link. Retrying every %g-%g s.",
                 self._config.device,
                 self._config.address,
-                self._config.encrypted_backoff_s,
+                self._config.encrypted_backoff_initial_s,
                 self._config.encrypted_backoff_max_s,
             )
         else:

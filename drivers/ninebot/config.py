@@ -6,11 +6,12 @@ must not pull in bleak or pyserial (the collector reads the same settings).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from fleet.drivers.base import DEVICE_ID_PATTERN, DriverConfig
+from fleet.drivers.base import DriverConfig
 
 ModelName = Literal["es", "max", "m365", "m365_pro"]
 # A BLE MAC address, or the UUID macOS gives a peripheral instead.
@@ -20,10 +21,9 @@ ADDRESS_PATTERN = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$"
 class NinebotSerialConfig(DriverConfig):
     """A Ninebot / Xiaomi scooter on a serial UART tap."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {"reopen_backoff_s": "reopen_backoff_initial_s"}
+
     kind: Literal["ninebot_serial"] = Field("ninebot_serial", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the scooter reports as."
-    )
     port: str = Field(
         min_length=1,
         description="Serial port of the tap, e.g. /dev/serial/by-id/usb-FTDI_...-if00-port0.",
@@ -43,7 +43,7 @@ class NinebotSerialConfig(DriverConfig):
     offline_after_misses: int = Field(
         3, ge=1, le=1000, description="Silent poll cycles in a row before the device is offline."
     )
-    reopen_backoff_s: float = Field(
+    reopen_backoff_initial_s: float = Field(
         1.0, gt=0, le=600, description="First wait before reopening a failed port (doubles)."
     )
     reopen_backoff_max_s: float = Field(
@@ -54,14 +54,16 @@ class NinebotSerialConfig(DriverConfig):
 class NinebotBleConfig(DriverConfig):
     """A Ninebot / Xiaomi scooter reached over BLE (plaintext firmware only)."""
 
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "reconnect_backoff_s": "reconnect_backoff_initial_s",
+        "encrypted_backoff_s": "encrypted_backoff_initial_s",
+    }
+
     kind: Literal["ninebot_ble"] = Field("ninebot_ble", description="Driver kind.")
-    device: str = Field(
-        pattern=DEVICE_ID_PATTERN, description="Fleet device id the scooter reports as."
-    )
     address: str = Field(
         pattern=ADDRESS_PATTERN, description="BLE address of the scooter, e.g. D4:3D:7E:12:34:56."
     )
-    model: Literal["es", "max", "m365", "m365_pro"] = Field(
+    model: ModelName = Field(
         "es",
         description="Scooter family: picks the framing (5A A5 / 55 AA) and the units "
         "(es, max: Ninebot 0.1 km/h; m365, m365_pro: Xiaomi m/h).",
@@ -79,13 +81,13 @@ class NinebotBleConfig(DriverConfig):
         10.0, gt=0, le=300, description="How long one scan looks for the scooter's adverts."
     )
     connect_timeout_s: float = Field(20.0, gt=0, le=120, description="BLE connect timeout.")
-    reconnect_backoff_s: float = Field(
+    reconnect_backoff_initial_s: float = Field(
         2.0, gt=0, le=600, description="First wait before reconnecting (doubles per failure)."
     )
     reconnect_backoff_max_s: float = Field(
         120.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )
-    encrypted_backoff_s: float = Field(
+    encrypted_backoff_initial_s: float = Field(
         60.0, gt=0, le=3600, description="First wait before re-probing an encrypted scooter."
     )
     encrypted_backoff_max_s: float = Field(

@@ -22,8 +22,8 @@ from typing import ClassVar
 
 import serial_asyncio_fast
 
+from fleet.drivers.backoff import Backoff
 from fleet.drivers.base import DriverSink
-from fleet.drivers.ninebot.backoff import Backoff
 from fleet.drivers.ninebot.config import NinebotSerialConfig
 from fleet.drivers.ninebot.poll import HOST_SERIAL
 from fleet.drivers.ninebot.registers import MODELS, to_reading
@@ -65,8 +65,8 @@ class NinebotSerial:
         self._model = MODELS[config.model]
         self._online: bool | None = None
         self._backoff = Backoff(
-            config.reopen_backoff_s, max(config.reopen_backoff_s, config.reopen_backoff_max_s)
-        )
+            config.reopen_backoff_initial_s, config.reopen_backoff_max_s
+        ).counter()
         self.cycles = 0  # for tests and the bench: completed poll cycles
 
     async def run(self, sink: DriverSink) -> None:

@@ -3,6 +3,7 @@ cost of Decoder.decode + reading_lines.  Run: .venv/bin/python tests/bench/bench
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -11,8 +12,9 @@ from collections.abc import Callable
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from fleet.daemon.lineproto import line
-from fleet.daemon.wire import Decoder, DeviceRef, reading_lines
+from fleet.daemon.collector.lineproto import line
+from fleet.daemon.collector.schema import reading_lines
+from fleet.daemon.wire import Decoder, DeviceRef
 
 NOW_MS = 1795986000123
 TOPIC = "fleet/v1/hq/segway/sw-03/telemetry"
@@ -62,7 +64,8 @@ def main() -> None:
     tags = {"site": reading.site, "kind": reading.kind, "device": reading.device}
     groups = {"battery": reading.battery, "location": reading.location, "status": reading.status}
     points = {
-        name: {k: v for k, v in group.model_dump().items() if v is not None} | {"seq": reading.seq}
+        name: {k: v for k, v in dataclasses.asdict(group).items() if v is not None}
+        | {"seq": reading.seq}
         for name, group in groups.items()
         if group is not None
     }

@@ -76,8 +76,8 @@ def config(**kw: Any) -> BleBatteryConfig:
         "scan_timeout_s": 0.1,
         "connect_timeout_s": 1.0,
         "offline_after_scans": 2,
-        "backoff_initial_s": 0.05,
-        "backoff_max_s": 0.4,
+        "reconnect_backoff_initial_s": 0.05,
+        "reconnect_backoff_max_s": 0.4,
     }
     return BleBatteryConfig(**{**base, **kw})
 
@@ -155,7 +155,7 @@ async def test_out_of_range_level_is_refused_and_logged(caplog):
 async def test_disconnect_goes_offline_and_reconnects_with_backoff():
     air, sink = BleAir(), RecordingSink()
     phone = air.add(handheld(MAC))
-    async with running(air, sink, backoff_initial_s=0.2):
+    async with running(air, sink, reconnect_backoff_initial_s=0.2):
         await until(lambda: sink.online(DEVICE) is True)
         phone.drop()
         await until(lambda: sink.online(DEVICE) is False)
@@ -173,7 +173,9 @@ async def test_failing_connects_back_off_exponentially_up_to_the_cap():
     air, sink = BleAir(), RecordingSink()
     phone = air.add(handheld(MAC))
     phone.connectable = False
-    async with running(air, sink, backoff_initial_s=0.02, backoff_max_s=0.16, scan_timeout_s=1):
+    async with running(
+        air, sink, reconnect_backoff_initial_s=0.02, reconnect_backoff_max_s=0.16, scan_timeout_s=1
+    ):
         await until(lambda: len(phone.connect_attempts) >= 6, within=10)
     gaps = [b - a for a, b in itertools.pairwise(phone.connect_attempts)]
     # each gap is at least its backoff (0.02, 0.04, 0.08, 0.16, 0.16): growing, then capped

@@ -29,9 +29,9 @@ def config(**kw) -> NinebotBleConfig:
         "response_timeout_s": 0.1,
         "offline_after_misses": 2,
         "scan_timeout_s": 0.3,
-        "reconnect_backoff_s": 0.1,
+        "reconnect_backoff_initial_s": 0.1,
         "reconnect_backoff_max_s": 0.4,
-        "encrypted_backoff_s": 0.1,
+        "encrypted_backoff_initial_s": 0.1,
         "encrypted_backoff_max_s": 0.4,
     }
     base.update(kw)
@@ -93,7 +93,7 @@ async def test_disconnect_then_reconnect_after_backoff():
     air = Air()
     sc = air.add(ADDRESS)
     sink = RecordingSink()
-    async with running(air, sink, reconnect_backoff_s=0.2):
+    async with running(air, sink, reconnect_backoff_initial_s=0.2):
         await until(lambda: sink.online(DEVICE) is True, message="online")
         sc.drop()
         await until(lambda: sink.online(DEVICE) is False, message="offline after drop")
@@ -109,7 +109,7 @@ async def test_failed_connects_back_off_exponentially():
     air = Air()
     sc = air.add(ADDRESS, refuse_connect=True)
     sink = RecordingSink()
-    async with running(air, sink, reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.2):
+    async with running(air, sink, reconnect_backoff_initial_s=0.05, reconnect_backoff_max_s=0.2):
         await until(lambda: len(sc.attempts) >= 5, within=5, message="retries")
         assert sink.online(DEVICE) is False
         assert "BLE error" in sink.availability_log[-1][2]
@@ -155,7 +155,7 @@ async def test_encrypted_scooter_offline_with_clear_detail_logged_once_bounded(c
     sc = air.add(ADDRESS, encrypted=True)
     sink = RecordingSink()
     caplog.set_level(logging.DEBUG, logger="fleet.drivers.ninebot.ble")
-    async with running(air, sink, encrypted_backoff_s=0.1, encrypted_backoff_max_s=0.2):
+    async with running(air, sink, encrypted_backoff_initial_s=0.1, encrypted_backoff_max_s=0.2):
         await until(lambda: sink.online(DEVICE) is False, message="offline")
         assert sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL)
         loop = asyncio.get_running_loop()
@@ -193,7 +193,7 @@ async def test_scooter_that_turns_encrypted_after_a_firmware_update():
 async def test_no_bluetooth_stack_is_reported_not_raised():
     # The real platform backend on a machine without Bluetooth / D-Bus.
     sink = RecordingSink()
-    driver = NinebotBle(config(reconnect_backoff_s=0.05, scan_timeout_s=0.2))
+    driver = NinebotBle(config(reconnect_backoff_initial_s=0.05, scan_timeout_s=0.2))
     task = asyncio.create_task(driver.run(sink))
     try:
         await until(lambda: sink.online(DEVICE) is False, within=5, message="offline")

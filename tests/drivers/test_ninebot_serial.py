@@ -34,7 +34,7 @@ def config(scooter: PtyScooter, **kw) -> NinebotSerialConfig:
         "poll_interval_s": 0.05,
         "response_timeout_s": 0.1,
         "offline_after_misses": 2,
-        "reopen_backoff_s": 0.05,
+        "reopen_backoff_initial_s": 0.05,
         "reopen_backoff_max_s": 0.2,
     }
     base.update(kw)
@@ -156,7 +156,10 @@ async def test_vanished_adapter_is_reopened_with_backoff(scooter):
 
 async def test_missing_port_reports_offline_and_keeps_trying(tmp_path):
     cfg = NinebotSerialConfig(
-        device=DEVICE, port=str(tmp_path / "nope"), reopen_backoff_s=0.01, reopen_backoff_max_s=0.04
+        device=DEVICE,
+        port=str(tmp_path / "nope"),
+        reopen_backoff_initial_s=0.01,
+        reopen_backoff_max_s=0.04,
     )
     sink = RecordingSink()
     attempts: list[str] = []

@@ -129,4 +129,4 @@ def check_published(agent: Agent, subscriber: Subscriber, counters: list[Counted
     )
     for m in list(subscriber.messages):
         if not m.retain:
-            assert isinstance(decoder.decode(m.topic, m.payload), wire.Reading), m.payload
+            assert isinstance(decoder.decode(m.topic, m.payload), wire.DecodedReading), m.payload

@@ -26,10 +26,10 @@ def settings(tmp_path: Path) -> FleetSettings:
     return load_settings(path, environ={})
 
 
-def low_battery(device: str) -> wire.Reading:
-    battery = wire.Battery.model_construct(pct=3.0, charging=False)
+def low_battery(device: str) -> wire.DecodedReading:
+    battery = wire.Battery(pct=3.0, charging=False)
     now = int(time.time() * 1000)
-    return wire.Reading(SITE, "segway", device, None, now, battery, None, None, "telemetry")
+    return wire.DecodedReading(SITE, "segway", device, None, now, battery, None, None, "telemetry")
 
 
 class AlertRig:

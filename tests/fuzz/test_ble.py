@@ -24,7 +24,7 @@ from fleet.drivers.ble.battery import BleBattery
 from fleet.drivers.ble.bthome import BTHome
 from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
 from fleet.drivers.ble.decode import BATTERY_LEVEL, BTHOME_SERVICE_DATA
-from fleet.drivers.readings import LIMITS, firmware_label
+from fleet.drivers.readings import LIMITS, firmware_label, within
 from tests.drivers.emulators.ble import BleAir, handheld
 from tests.fuzz.agent_rig import Counted, Refusals, running, spec
 from tests.fuzz.cases import FUZZ, check_scale, examples_for, tally
@@ -126,7 +126,7 @@ def test_ble_advertisements_through_the_agent(tmp_path, mqtt_broker):
         bind_key=SecretStr(KEY.hex()),
     )
     cradled = BleBatteryConfig(
-        device="hh-bat", address=CRADLED, poll_interval_s=3600, scan_timeout_s=5, backoff_initial_s=0.05
+        device="hh-bat", address=CRADLED, poll_interval_s=3600, scan_timeout_s=5, reconnect_backoff_initial_s=0.05
     )  # fmt: skip
     counters = {
         "hh-bt1": Counted(lambda: BTHome(plain, scanner_backend=air.scanner_backend)),
@@ -194,10 +194,23 @@ def test_firmware_labels_are_what_the_contract_takes(text):
 
 
 def test_driver_limits_are_the_contracts():
-    from fleet.daemon import wire
+    """What `within` lets through the collector takes, and what it drops the collector refuses."""
+    import json
 
+    from pydantic import ValidationError
+
+    from fleet.daemon import wire
+    from fleet.drivers.readings import GROUPS, field_names
+
+    group_of = {name: group for group, cls in GROUPS.items() for name in field_names(cls)}
     for name, (low, high) in LIMITS.items():
-        model = wire.Status if name == "rssi_dbm" else wire.Battery
-        metadata = model.model_fields[name].metadata
-        bounds = {k: getattr(m, k) for m in metadata for k in ("ge", "le") if hasattr(m, k)}
-        assert (bounds["ge"], bounds["le"]) == (low, high), name
+        for value, inside in ((low, True), (high, True), (low - 1, False), (high + 1, False)):
+            assert (within(name, value) is not None) is inside, (name, value)
+            fields = {"lat": 0, "lon": 0} if group_of[name] == "location" else {}
+            doc = {"schema": 1, "device": "d", "ts": 0, group_of[name]: fields | {name: value}}
+            try:
+                wire.Telemetry.model_validate_json(json.dumps(doc))
+            except ValidationError:
+                assert not inside, (name, value)
+            else:
+                assert inside, (name, value)

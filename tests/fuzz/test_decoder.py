@@ -1,6 +1,6 @@
 """Telemetry and OwnTracks messages through the collector's decoder and line building.
 
-Per message exactly one of: a Reading whose InfluxDB lines are well formed and which
+Per message exactly one of: a DecodedReading whose InfluxDB lines are well formed and which
 survives a round trip through the contract's JSON; None (an OwnTracks message that is not
 a location); or Rejected with a reason and a short, printable detail. Anything else
 escaping `decode` or `reading_lines` is a bug: in the collector it is an internal error.
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 
 from fleet.daemon import wire
-from fleet.daemon.wire import Decoder, DeviceRef, Reading, Rejected, reading_lines
+from fleet.daemon.collector.schema import reading_lines
+from fleet.daemon.wire import DecodedReading, Decoder, DeviceRef, Rejected
 from tests.fuzz.cases import FUZZ, Tally, check_scale, tally
 from tests.fuzz.hostile import NOW_MS, Message, owntracks_messages, telemetry_messages
 
@@ -46,7 +47,7 @@ _LINE = re.compile(
 )
 
 
-def check_reading(reading: Reading) -> None:
+def check_reading(reading: DecodedReading) -> None:
     """Its lines are the schema's, and the contract's own JSON of it decodes to the same."""
     lines = reading_lines(reading)
     assert lines, "a reading without a point"
@@ -83,7 +84,7 @@ def check_rejected(rejected: Rejected) -> None:
     assert detail.isprintable(), f"unprintable detail {detail!r}"
 
 
-def run_one(t: Tally, topic: str, payload: bytes) -> Reading | Rejected | None:
+def run_one(t: Tally, topic: str, payload: bytes) -> DecodedReading | Rejected | None:
     try:
         reading = decoder().decode(topic, payload)
     except Rejected as rejected:
@@ -107,7 +108,7 @@ def test_telemetry_messages():
         t.examples += 1
         result = run_one(t, m.topic, m.payload)
         if m.intact and m.topic == "fleet/v1/hq/segway/sw-03/telemetry":
-            assert isinstance(result, Reading), f"a valid document was refused: {result}"
+            assert isinstance(result, DecodedReading), f"a valid document was refused: {result}"
 
     one()
     check_scale(t)
@@ -123,7 +124,7 @@ def test_owntracks_messages():
         result = run_one(t, m.topic, m.payload)
         if m.intact and m.topic in ("owntracks/alice/phone", "owntracks/bob/hh-1"):
             location = isinstance(m.doc, dict) and m.doc.get("_type") == "location"
-            assert isinstance(result, Reading) if location else result is None, result
+            assert isinstance(result, DecodedReading) if location else result is None, result
 
     one()
     check_scale(t)

@@ -142,7 +142,7 @@ def config(scooter: PtyScooter, device: str) -> NinebotSerialConfig:
         poll_interval_s=0.001,
         response_timeout_s=0.02,  # silence and swallowed replies cost this each
         offline_after_misses=3,
-        reopen_backoff_s=0.01,
+        reopen_backoff_initial_s=0.01,
         reopen_backoff_max_s=0.05,
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet.daemon.wire import Reason
 from tests.grafana.dashboards import (
     DASHBOARDS,
     DATASOURCE_UID,
@@ -117,6 +118,14 @@ def test_long_range_panels_read_the_rollup() -> None:
     d = load(REPO / "grafana" / "dashboards" / "battery-health.json")
     rollup = [p["title"] for p, t in targets(d) if '"rp_1h".' in t["query"]]
     assert {"Health over time", "Ranked by degradation", "Daily charge range"} <= set(rollup)
+
+
+def test_dead_letter_panel_counts_every_reason_the_collector_has() -> None:
+    # The generator copies the reasons (it does not import the daemon): a reason added to the
+    # collector without its counter on the panel would go unseen.
+    d = load(REPO / "grafana" / "dashboards" / "pipeline.json")
+    (query,) = [t["query"] for p, t in targets(d) if p["title"] == "Dead letters by reason"]
+    assert set(re.findall(r'"rejected_(\w+)"', query)) == {str(r) for r in Reason}
 
 
 def test_provisioning_files() -> None:

@@ -27,7 +27,7 @@ from fleet.daemon.alerts.model import AlertEvent
 from fleet.daemon.alerts.notify import Notifier, RetryPolicy
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.mqtt import Inbound, MqttLink
-from fleet.daemon.wire import Reading
+from fleet.daemon.wire import DecodedReading
 from tests.harness.fleet import Listener
 from tests.harness.http_receiver import HttpReceiver
 from tests.harness.servers import MosquittoServer
@@ -205,7 +205,7 @@ class EngineProbe:
         real_observe, real_tick = engine.observe, engine.tick
         real_agent = engine.agent_availability
 
-        def observe(r: Reading, now_ms: int) -> list[AlertEvent]:
+        def observe(r: DecodedReading, now_ms: int) -> list[AlertEvent]:
             events = real_observe(r, now_ms)
             with self._lock:
                 self.observed.add((r.device, r.ts_ms))

@@ -52,8 +52,8 @@ url = "{influx.url}"
 database = "{database}"
 retention = "30d"
 flush_interval_s = 0.2
-backoff_initial_s = 0.2
-backoff_max_s = 2.0
+write_backoff_initial_s = 0.2
+write_backoff_max_s = 2.0
 
 [spool]
 path = "{tmp_path / "spool.sqlite"}"

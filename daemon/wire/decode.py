@@ -1,0 +1,156 @@
+"""One MQTT message in, a validated `DecodedReading` out (or `None`, or `Rejected` with why)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+import pydantic_core
+from pydantic import ValidationError
+
+from fleet.daemon.wire.envelope import DecodedReading, Telemetry, iso, to_ms
+from fleet.daemon.wire.owntracks import OwnTracksLocation
+from fleet.daemon.wire.reasons import Reason, Rejected, json_problem, rejected
+from fleet.daemon.wire.topics import VERSION, check_kind, check_prefix
+from fleet.drivers.contract import ID_RULE, check_id, id_problem, show
+
+_TOPIC_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """A device registry entry as the contract sees it: where the device belongs."""
+
+    site: str
+    kind: str
+
+
+class Decoder:
+    """Turns one MQTT message into a `DecodedReading`, ``None`` (not a reading) or `Rejected`."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        default_site: str,
+        kinds: Collection[str],
+        registry: Mapping[str, DeviceRef],
+        owntracks_map: Mapping[str, str],
+        max_payload_bytes: int,
+        max_future_s: float,
+        max_age_s: float | None,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._head = f"{check_prefix(prefix)}/{VERSION}/"
+        self._shape = f"{prefix}/{VERSION}/{{site}}/{{kind}}/{{device}}/telemetry"
+        self._default_site = check_id("default_site", default_site)
+        self._kinds = frozenset(check_kind(k) for k in kinds)
+        self._registry = registry
+        self._owntracks_map = owntracks_map
+        self._max_bytes = max_payload_bytes
+        self._max_future_s = max_future_s
+        self._max_age_s = max_age_s
+        self._now_ms = now_ms
+        self._topics: dict[str, tuple[str, str, str]] = {}
+
+    def decode(self, topic: str, payload: bytes) -> DecodedReading | None:
+        if len(payload) > self._max_bytes:
+            detail = f"payload is {len(payload)} bytes; the limit is {self._max_bytes} bytes"
+            raise Rejected(Reason.TOO_LARGE, detail)
+        reading: DecodedReading | None
+        if topic.startswith(self._head):
+            reading = self._telemetry(topic, payload)
+        elif topic.startswith("owntracks/"):
+            reading = self._owntracks(topic, payload)
+        else:
+            shapes = f"{self._shape} nor owntracks/{{user}}/{{device}}"
+            raise Rejected(Reason.BAD_TOPIC, f"topic {show(topic)} is neither {shapes}")
+        if reading is not None:
+            try:
+                self._check_ts(reading.ts_ms)
+            except Rejected as refused:
+                if refused.reason is Reason.FUTURE_TS:
+                    refused.reading = reading
+                raise
+        return reading
+
+    def _topic(self, topic: str) -> tuple[str, str, str]:
+        cached = self._topics.get(topic)
+        if cached is not None:
+            return cached
+        parts = topic[len(self._head) :].split("/")
+        if len(parts) != 4 or parts[3] != "telemetry":
+            raise Rejected(Reason.BAD_TOPIC, f"topic {show(topic)} is not {self._shape}")
+        for name, value in zip(("site", "kind", "device"), parts, strict=False):
+            problem = id_problem(value)
+            if problem is not None:
+                detail = f"topic's {name} {show(value)} {problem}; {ID_RULE}"
+                raise Rejected(Reason.BAD_TOPIC, detail)
+        site, kind, device = parts[:3]
+        if kind not in self._kinds:
+            known = ", ".join(sorted(self._kinds))
+            raise Rejected(Reason.UNKNOWN_KIND, f"kind {show(kind)} is not one of {known}")
+        if len(self._topics) >= _TOPIC_CACHE_SIZE:
+            self._topics.clear()  # so that a publisher inventing topics cannot grow it forever
+        self._topics[topic] = (site, kind, device)
+        return site, kind, device
+
+    def _telemetry(self, topic: str, payload: bytes) -> DecodedReading:
+        site, kind, device = self._topic(topic)
+        try:
+            t = Telemetry.model_validate_json(payload)
+        except ValidationError as exc:
+            raise rejected(exc) from None
+        if t.device != device:
+            detail = f'device "{t.device}" does not match the topic\'s device "{device}"'
+            raise Rejected(Reason.DEVICE_MISMATCH, detail)
+        ref = self._registry.get(device)
+        if ref is not None and (ref.site, ref.kind) != (site, kind):
+            detail = (
+                f'device "{device}" is registered as {ref.kind} at site "{ref.site}", '
+                f'not {kind} at site "{site}"'
+            )
+            raise Rejected(Reason.REGISTRY_MISMATCH, detail)
+        groups = (t.battery, t.location, t.status)
+        return DecodedReading(site, kind, device, t.seq, to_ms(t.ts), *groups, source="telemetry")
+
+    def _owntracks(self, topic: str, payload: bytes) -> DecodedReading | None:
+        parts = topic.split("/")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            detail = f"topic {show(topic)} is not owntracks/{{user}}/{{device}}"
+            raise Rejected(Reason.BAD_TOPIC, detail)
+        device = self._owntracks_map.get(f"{parts[1]}/{parts[2]}", parts[2])
+        problem = id_problem(device)
+        if problem is not None:
+            detail = f"OwnTracks device {show(device)} {problem}; {ID_RULE} (or map it)"
+            raise Rejected(Reason.BAD_TOPIC, detail)
+        try:
+            data = pydantic_core.from_json(payload)
+        except ValueError as exc:
+            raise Rejected(Reason.BAD_JSON, json_problem(exc)) from None
+        message_type = data.get("_type") if isinstance(data, dict) else None
+        if not isinstance(message_type, str):
+            raise Rejected(Reason.SCHEMA, 'payload: expected an object with a string "_type"')
+        if message_type != "location":
+            return None
+        try:
+            o = OwnTracksLocation.model_validate(data)
+        except ValidationError as exc:
+            raise rejected(exc) from None
+        battery, location = o.groups()
+        ref = self._registry.get(device)
+        site, kind = (ref.site, ref.kind) if ref is not None else (self._default_site, "handheld")
+        return DecodedReading(
+            site, kind, device, None, to_ms(o.tst), battery, location, None, "owntracks"
+        )
+
+    def _check_ts(self, ts_ms: int) -> None:
+        ahead_s = (ts_ms - self._now_ms()) / 1000
+        if ahead_s > self._max_future_s:
+            limit = f"limit {self._max_future_s:.12g} s"
+            detail = f"ts {iso(ts_ms, always_ms=False)} is {ahead_s:.0f} s in the future ({limit})"
+            raise Rejected(Reason.FUTURE_TS, detail)
+        if self._max_age_s is not None and -ahead_s > self._max_age_s:
+            limit = f"limit {self._max_age_s:.12g} s"
+            detail = f"ts {iso(ts_ms, always_ms=False)} is {-ahead_s:.0f} s old ({limit})"
+            raise Rejected(Reason.STALE_TS, detail)

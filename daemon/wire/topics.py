@@ -1,0 +1,98 @@
+"""The v1 MQTT topics: building them (ids checked) and taking control topics apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fleet.drivers.contract import RESERVED_KINDS, check_id, id_problem
+
+VERSION = "v1"
+# An alert rule with these names would make its topic look like a device's.
+RESERVED_RULES = frozenset({"telemetry", "availability"})
+
+
+def check_prefix(prefix: str) -> str:
+    for level in prefix.split("/"):
+        check_id("topic prefix level", level)
+    return prefix
+
+
+def check_kind(kind: str) -> str:
+    if check_id("kind", kind) in RESERVED_KINDS:
+        raise ValueError(f"kind {kind!r} is reserved for {kind} topics")
+    return kind
+
+
+def _site(prefix: str, site: str) -> str:
+    return f"{check_prefix(prefix)}/{VERSION}/{check_id('site', site)}"
+
+
+def telemetry_topic(prefix: str, site: str, kind: str, device: str) -> str:
+    return f"{_site(prefix, site)}/{check_kind(kind)}/{check_id('device', device)}/telemetry"
+
+
+def availability_topic(prefix: str, site: str, kind: str, device: str) -> str:
+    return f"{_site(prefix, site)}/{check_kind(kind)}/{check_id('device', device)}/availability"
+
+
+def agent_availability_topic(prefix: str, site: str, agent: str) -> str:
+    return f"{_site(prefix, site)}/agent/{check_id('agent', agent)}/availability"
+
+
+def alert_topic(prefix: str, site: str, device: str, rule: str) -> str:
+    if check_id("rule", rule) in RESERVED_RULES:
+        raise ValueError(f"rule {rule!r} is reserved: its topic would look like a device's")
+    return f"{_site(prefix, site)}/alerts/{check_id('device', device)}/{rule}"
+
+
+def deadletter_topic(prefix: str, site: str) -> str:
+    return f"{_site(prefix, site)}/deadletter"
+
+
+def alert_ack_topic(prefix: str, site: str, device: str, rule: str) -> str:
+    """Publish a name here (or JSON {"by": name}) to acknowledge a firing alert."""
+    return alert_topic(prefix, site, device, rule) + "/ack"
+
+
+def owntracks_topic(user: str, device: str) -> str:
+    return f"owntracks/{user}/{device}"
+
+
+def subscriptions(prefix: str) -> list[str]:
+    """What the collector subscribes to: device telemetry and OwnTracks phones."""
+    return [f"{check_prefix(prefix)}/{VERSION}/+/+/+/telemetry", "owntracks/+/+"]
+
+
+def control_subscriptions(prefix: str) -> list[str]:
+    """What the collector hears besides readings: availability (devices and agents), acks."""
+    head = f"{check_prefix(prefix)}/{VERSION}"
+    return [f"{head}/+/+/+/availability", f"{head}/+/alerts/+/+/ack"]
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message's topic: a device's or agent's availability, or an alert ack."""
+
+    what: Literal["availability", "agent", "ack"]
+    site: str
+    kind: str  # the device kind, "agent", or "alerts"
+    id: str  # device or agent id
+    rule: str = ""
+
+
+def parse_control(prefix: str, topic: str) -> Control | None:
+    """The control topic's parts, or None when `topic` is not a valid control topic."""
+    head = f"{prefix}/{VERSION}/"
+    # Cheapest test first: this runs for every message the collector receives.
+    if not topic.endswith(("/availability", "/ack")) or not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if any(id_problem(p) is not None for p in parts):
+        return None
+    if len(parts) == 4 and parts[3] == "availability":
+        site, kind, ident = parts[:3]
+        return Control("agent" if kind == "agent" else "availability", site, kind, ident)
+    if len(parts) == 5 and parts[1] == "alerts" and parts[4] == "ack":
+        return Control("ack", parts[0], "alerts", parts[2], parts[3])
+    return None
