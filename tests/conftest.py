@@ -23,6 +23,18 @@ from tests.harness.servers import InfluxServer, MosquittoServer, ServerError
 _db_numbers = itertools.count(1)
 
 
+# A test that takes one of these talks to a real server: an integration test.
+_SERVER_FIXTURES = frozenset({"mqtt_broker", "influx", "tmp_db", "make_broker", "make_influx"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_servers = _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        # The fuzz runs drive whole processes, servers and PTYs 10,000 times over.
+        if uses_servers or item.get_closest_marker("fuzz"):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Hypothesis keeps its example database and caches in .hypothesis/ of the working
     # directory by default: tests write only under their own temporary folder.
@@ -33,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.register_profile("fleet", database=None)
     settings.load_profile("fleet")
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
 
 S = TypeVar("S", MosquittoServer, InfluxServer)
 

@@ -32,6 +32,8 @@ from tests.harness.servers import (
 )
 from tests.harness.waiting import wait_until
 
+pytestmark = pytest.mark.integration  # starts real servers and processes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import grimp
 import pytest
 
+pytestmark = pytest.mark.integration  # runs lint-imports on copies of the tree
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 LAYERS = ("daemon", "config", "drivers")

@@ -56,6 +56,11 @@ class BTHome:
         self._last_advert: float | None = None
         self._last_emit: float | None = None
         self._complaint: str | None = None
+        self.readings = 0
+        # Adverts of our device: refused (downgraded or undecryptable), or not decoded to
+        # their end (`malformed`; the values before the fault still count).
+        self.refused = 0
+        self.malformed = 0
 
     async def run(self, sink: DriverSink) -> None:
         cfg = self._config
@@ -89,9 +94,11 @@ class BTHome:
     def _handle(self, sink: DriverSink, advert: BTHomeAdvert) -> None:
         cfg = self._config
         if advert.downgraded:
+            self.refused += 1
             self._complain("plaintext advert although a bind_key is configured: ignored")
             return
         if advert.undecryptable:
+            self.refused += 1
             why = (
                 "no bind_key configured"
                 if self._bindkey is None
@@ -101,7 +108,12 @@ class BTHome:
             # Reachable but unreadable: offline, with the reason, so the board shows it.
             self._set_online(sink, False, f"encrypted BTHome adverts, {why}")
             return
-        self._complaint = None
+        if advert.problem is None:
+            self._complaint = None
+        else:
+            self.malformed += 1
+            self._complain(f"advert not fully decoded: {advert.problem}")
+        # Even a garbled advert shows the device is on the air.
         self._set_online(sink, True, "advertising")
         if advert.battery is None:
             return
@@ -109,6 +121,7 @@ class BTHome:
         if self._last_emit is not None and now - self._last_emit < cfg.min_interval_s:
             return
         self._last_emit = now
+        self.readings += 1
         rssi = within("rssi_dbm", advert.rssi_dbm)
         status = None if rssi is None else Status(rssi_dbm=int(rssi))
         sink.reading(

@@ -1,7 +1,7 @@
 """Config models of the BLE handheld drivers, kept free of transport imports.
 
 The agent's settings load these to validate a configuration; importing them
-must not pull in bleak or bthome-ble (the collector reads the same settings).
+must not pull in bleak or cryptography (the collector reads the same settings).
 """
 
 from __future__ import annotations

@@ -2,21 +2,15 @@
 
 Bytes in, typed values out, no bleak and no I/O: the drivers beside this
 module do the radio work. Every decoder returns None (or an empty result) for
-input it cannot trust instead of raising.
+input it cannot trust instead of raising. The BTHome format itself is in
+`bthome_v2`; here its values become the contract's battery fields.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
-from typing import Any
 
-from bleak.backends.device import BLEDevice
-from bthome_ble import BTHomeBluetoothDeviceData
-from bthome_ble.parser import EncryptionScheme
-from habluetooth import BluetoothServiceInfoBleak
-
+from fleet.drivers.ble import bthome_v2
 from fleet.drivers.readings import Battery, within
 
 
@@ -63,16 +57,13 @@ class BTHomeAdvert:
     # A bind key is configured but the advert came in plaintext (spoof or reset device).
     downgraded: bool = False
     packet_id: int | None = None
+    # Why the payload was not decoded, or not to its end (the values before that stand).
+    problem: str | None = None
 
 
-def _first(values: dict[str, Any], name: str) -> float | None:
-    # bthome-ble names repeated objects name_1, name_2 ...; the first is the main one.
-    for key in (name, f"{name}_1"):
-        value = values.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-            return number if math.isfinite(number) else None
-    return None
+def _number(payload: bthome_v2.Payload, name: str) -> float | None:
+    value = payload.first(name)
+    return value if isinstance(value, float) else None
 
 
 def decode_bthome(
@@ -82,52 +73,30 @@ def decode_bthome(
     bindkey: bytes | None = None,
     rssi: int | None = None,
 ) -> BTHomeAdvert:
-    """Decode the 0xFCD2 service data of one advertisement with bthome-ble.
-
-    A fresh parser per advert on purpose: bthome-ble's parser accumulates
-    values across updates, so a long-lived one would re-report an old battery
-    value from an advert that failed to decrypt.
-    """
-    parser = BTHomeBluetoothDeviceData(bindkey=bindkey)
-    info = BluetoothServiceInfoBleak(
-        name="",
-        address=address,
-        rssi=-127 if rssi is None else rssi,
-        manufacturer_data={},
-        service_data={BTHOME_SERVICE_DATA: bytes(payload)},
-        service_uuids=[BTHOME_SERVICE_DATA],
-        source="local",
-        device=BLEDevice(address, None, None),
-        advertisement=None,
-        connectable=False,
-        time=time.monotonic(),
-        tx_power=None,
-    )
+    """Decode the 0xFCD2 service data of one advertisement from `address`."""
     try:
-        update = parser.update(info)
-    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError):
-        return BTHomeAdvert(rssi_dbm=rssi)
-    encrypted = parser.encryption_scheme == EncryptionScheme.BTHOME_BINDKEY
-    if parser.downgrade_detected:
-        return BTHomeAdvert(rssi_dbm=rssi, downgraded=True)
-    if encrypted and not parser.bindkey_verified:
-        return BTHomeAdvert(rssi_dbm=rssi, encrypted=True, undecryptable=True)
-    values = {key.key: value.native_value for key, value in update.entity_values.items()}
-    binaries = {key.key: value.native_value for key, value in update.binary_entity_values.items()}
-    charging = binaries.get("battery_charging")
+        if bindkey is not None and not bthome_v2.DeviceInfo.of(payload).encrypted:
+            return BTHomeAdvert(rssi_dbm=rssi, downgraded=True)
+        decoded = bthome_v2.decode(payload, address, bindkey)
+    except bthome_v2.Undecryptable as exc:
+        return BTHomeAdvert(rssi_dbm=rssi, encrypted=True, undecryptable=True, problem=str(exc))
+    except bthome_v2.BTHomeError as exc:
+        return BTHomeAdvert(rssi_dbm=rssi, problem=str(exc))
+    charging = decoded.first("battery_charging")
     # BTHome can carry values the contract refuses (0x4A voltage reaches 6553.5 V): such a
     # field is left out, not the whole reading.
     battery = Battery(
-        pct=within("pct", _first(values, "battery")),
-        voltage_v=within("voltage_v", _first(values, "voltage")),
-        current_a=within("current_a", _first(values, "current")),
-        temp_c=within("temp_c", _first(values, "temperature")),
+        pct=within("pct", _number(decoded, "battery")),
+        voltage_v=within("voltage_v", _number(decoded, "voltage")),
+        current_a=within("current_a", _number(decoded, "current")),
+        temp_c=within("temp_c", _number(decoded, "temperature")),
         charging=charging if isinstance(charging, bool) else None,
     )
-    packet = _first(values, "packet_id")
+    packet = _number(decoded, "packet_id")
     return BTHomeAdvert(
         battery=None if battery == Battery() else battery,
         rssi_dbm=rssi,
-        encrypted=encrypted,
+        encrypted=decoded.info.encrypted,
         packet_id=None if packet is None else int(packet),
+        problem=decoded.stopped,
     )

@@ -17,7 +17,7 @@ from fleet.daemon.agent.app import Agent
 from fleet.daemon.agent.registry import DriverSpec
 from fleet.drivers.base import Driver, DriverSink
 from fleet.drivers.readings import Reading
-from tests.agent_support import Subscriber, running_agent, settings_of, write_agent_config
+from tests.harness.agent import Subscriber, running_agent, settings_of, write_agent_config
 from tests.harness.servers import MosquittoServer
 from tests.harness.waiting import wait_until
 

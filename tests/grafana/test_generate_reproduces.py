@@ -13,6 +13,8 @@ import yaml
 
 from tests.grafana.dashboards import REPO
 
+pytestmark = pytest.mark.integration  # runs the generator as a process
+
 GRAFANA = REPO / "grafana"
 GENERATED = ("dashboards", "provisioning")
 
