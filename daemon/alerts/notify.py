@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import apprise
 
@@ -43,7 +41,7 @@ from fleet.daemon.alerts.notify_policy import (
     RetryPolicy,
     RouteCounters,
 )
-from fleet.daemon.alerts.redact import REDACTOR, redact, secrets_of
+from fleet.daemon.alerts.redact import REDACTOR, plugin_url, privacy_diff, redact, secrets_of
 from fleet.daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
@@ -53,19 +51,6 @@ __all__ = ["Notifier", "NotifyCounters", "PendingStore", "RetryPolicy", "RouteCo
 NOTIFY_TYPES = ("info", "success", "warning", "failure")
 # Dropped first when the queue is full; every other route (critical, escalation) ranks above.
 _LOW_PRIORITY_ROUTES = frozenset({"warning"})
-
-
-def _url(plugin: Any, *, privacy: bool) -> str:
-    # apprise's url() is untyped; this is the one place it is called.
-    return str(plugin.url(privacy=privacy))
-
-
-def _privacy_diff(plugin: apprise.plugins.NotifyBase) -> set[str]:
-    """Parts apprise itself masks in its privacy form of the URL."""
-    split = re.compile(r"[/?&=:@#]")
-    plain = set(split.split(_url(plugin, privacy=False)))
-    private = set(split.split(_url(plugin, privacy=True)))
-    return {p for p in plain - private if len(p) >= 3}
 
 
 @dataclass(frozen=True)
@@ -168,10 +153,10 @@ class Notifier:
                     f"route {name!r}: URL #{index + 1} (scheme {scheme!r}) is not a valid apprise URL"
                 )
             plugin = route.apprise[index]
-            REDACTOR.add(_privacy_diff(plugin))
+            REDACTOR.add(privacy_diff(plugin))
             if min_interval_s is not None:
                 plugin.request_rate_per_sec = min_interval_s
-            label = redact(_url(plugin, privacy=True).split("?", 1)[0])
+            label = redact(plugin_url(plugin, privacy=True).split("?", 1)[0])
             route.targets.append(_Target(name, tag, label))
         return route
 

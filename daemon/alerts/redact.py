@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 # Loggers that can see a URL's secrets: apprise itself and the HTTP client under
@@ -94,3 +95,17 @@ def secrets_of(url: str) -> set[str]:
         if not _PLAIN_QUERY_KEY.fullmatch(key.lstrip("+-:").lower()) and len(value) >= 4:
             found |= {value, quote(value, safe="")}
     return found
+
+
+def plugin_url(plugin: Any, *, privacy: bool) -> str:
+    """An apprise plugin's URL; `privacy=True` gives apprise's own masked form."""
+    # apprise's url() is untyped; this is the one place it is called.
+    return str(plugin.url(privacy=privacy))
+
+
+def privacy_diff(plugin: Any) -> set[str]:
+    """Parts apprise itself masks in its privacy form of the URL: secrets to register."""
+    split = re.compile(r"[/?&=:@#]")
+    plain = set(split.split(plugin_url(plugin, privacy=False)))
+    private = set(split.split(plugin_url(plugin, privacy=True)))
+    return {p for p in plain - private if len(p) >= 3}

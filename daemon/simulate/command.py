@@ -26,8 +26,8 @@ from fleet.config import FleetSettings
 from fleet.daemon.cli_support import EX_CONFIG, load_config
 from fleet.daemon.logs import setup_logging
 from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
-from fleet.daemon.simulate.model import Condition
 from fleet.daemon.simulate.runner import Faults, Publisher, Runner, Schedule, SystemClock
+from fleet.daemon.simulate.sample import Condition
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69

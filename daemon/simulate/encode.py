@@ -12,7 +12,7 @@ import json
 
 from fleet.daemon import wire
 from fleet.daemon.simulate.fleet import Member
-from fleet.daemon.simulate.model import Sample
+from fleet.daemon.simulate.sample import Sample
 
 ONLINE = b"online"
 OFFLINE = b"offline"

@@ -33,18 +33,15 @@ from __future__ import annotations
 import enum
 import math
 import random
-from dataclasses import dataclass
-from typing import Literal
 
 from fleet.daemon.simulate import battery
 from fleet.daemon.simulate.geo import Route
 from fleet.daemon.simulate.profiles import Profile
+from fleet.daemon.simulate.sample import Condition, Sample, State
 
 MAX_MOVE_STEP_S = 30.0  # speed wanders and laps end at this resolution
 INDOOR_C = 20.0  # the docks are inside the station
 INF = math.inf
-
-State = Literal["idle", "riding", "charging", "docked", "fault", "off"]
 
 
 class Phase(enum.Enum):
@@ -55,45 +52,6 @@ class Phase(enum.Enum):
     PARKED = "parked"
     OFF = "off"
     FAULT = "fault"
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A state requested for a device (faults on request); None/False = behave normally."""
-
-    fault_code: int | None = None
-    unplugged: bool = False
-    low_battery_pct: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One reading as the device would report it, already rounded like a device would."""
-
-    device: str
-    site: str
-    kind: str
-    seq: int
-    t: float
-    pct: float
-    voltage_v: float
-    current_a: float
-    temp_c: float
-    charging: bool
-    health_pct: float
-    fix: bool  # False: a handheld in its cradle indoors reports no location
-    lat: float
-    lon: float
-    accuracy_m: float
-    speed_kmh: float
-    heading_deg: float
-    state: State
-    odometer_km: float | None
-    range_km: float | None
-    error_code: int
-    locked: bool | None
-    rssi_dbm: int
-    firmware: str
 
 
 def _clamp(value: float, low: float, high: float) -> float:

@@ -35,8 +35,9 @@ from typing import Protocol
 
 from fleet.daemon.simulate import encode, geo
 from fleet.daemon.simulate.fleet import Member
-from fleet.daemon.simulate.model import Condition, Device
+from fleet.daemon.simulate.model import Device
 from fleet.daemon.simulate.profiles import HANDHELD, SEGWAY
+from fleet.daemon.simulate.sample import Condition
 
 _LOG = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleet.daemon import cli, cli_support, wire
 from fleet.daemon.simulate import battery, command, encode, geo
 from fleet.daemon.simulate.fleet import Member, RegistryEntry, plan_fleet
-from fleet.daemon.simulate.model import Condition, Device, Sample
+from fleet.daemon.simulate.model import Device
 from fleet.daemon.simulate.profiles import HANDHELD, SEGWAY
 from fleet.daemon.simulate.runner import Faults, Runner, Schedule, Summary, build_devices
+from fleet.daemon.simulate.sample import Condition, Sample
 from tests.harness.waiting import wait_until
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
