@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.daemon.sqlite_files import Recovery, open_checked
+from fleet.daemon.sqlite_files import Recovery, connect, open_checked
 
 _LOG = logging.getLogger(__name__)
 
@@ -119,11 +119,7 @@ class Spool:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL fsyncs the WAL on every commit: an acknowledged reading
-            # survives a power cut, not only a crash of this process.
-            conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+            conn = connect(self._path, fsync=self._fsync)
             # 1 MiB: rows are written and read in order once; the backlog lives on disk, not in RAM.
             conn.execute("PRAGMA cache_size=-1024")
             self._local.conn = conn

@@ -71,6 +71,20 @@ class Recovery:
         )
 
 
+def connect(
+    path: Path, *, fsync: bool, timeout: float = 30.0, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """A connection to one of our state files: autocommit, WAL (readers never block the
+    writer), and with `fsync` FULL synchronous, so a commit survives a power cut, not only
+    a crash of this process."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=timeout, check_same_thread=check_same_thread
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+    return conn
+
+
 def open_checked(path: Path, *, clock: Callable[[], float] = time.time) -> Recovery | None:
     """Make sure `path` is a sound SQLite file (or absent) before it is opened.
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from fleet.daemon.spool import Depth, Entry, Spool, SpoolRow
+from fleet.daemon.sqlite_files import connect
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,9 +52,7 @@ class Outbox:
         self._max_bytes = max_bytes
         self._spool = Spool(path, max_bytes=max_bytes, fsync=fsync)
         self.recovery = self._spool.recovery  # the file was broken and replaced at open
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._conn = connect(path, fsync=fsync)
         self._conn.execute(_SEQ_SCHEMA)
         # Rows up to this id were handed to the MQTT link and wait for the broker's ack.
         self._inflight_last = 0

@@ -21,7 +21,7 @@ from typing import Any
 from fleet.config.alerts import Rule, Severity
 from fleet.daemon.alerts.model import AlertRecord, PendingDelivery, Silence
 from fleet.daemon.alerts.rules import DeviceView
-from fleet.daemon.sqlite_files import Recovery, open_checked
+from fleet.daemon.sqlite_files import Recovery, connect, open_checked
 
 _LOG = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class AlertStore:
         self._unsaved: dict[tuple[str, str], _Row] = {}
         # The engine serialises its calls; the lock only guards against a second user.
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path, fsync=True, timeout=5.0, check_same_thread=False)
         self._db.executescript(_SCHEMA)
         # What each row last held, to write only what changed (compared as value tuples).
         self._written: dict[tuple[str, str], tuple[Any, ...]] = {}

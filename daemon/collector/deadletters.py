@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.daemon import sqlite_files
 from fleet.daemon.sqlite_files import open_checked
 
 _LOG = logging.getLogger(__name__)
@@ -123,9 +124,7 @@ def _row_size(letter: DeadLetter, payload: bytes) -> int:
 def connect(path: Path, *, fsync: bool = True) -> sqlite3.Connection:
     """A read-write connection with the store's schema (WAL: readers never block it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+    conn = sqlite_files.connect(path, fsync=fsync, timeout=10.0, check_same_thread=False)
     # The WAL shrinks back to this after a checkpoint, so a burst does not leave it large.
     conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
     conn.executescript(_SCHEMA)
