@@ -100,7 +100,7 @@ class Collector:
             batch_size=influx.batch_size,
             flush_interval_s=influx.flush_interval_s,
             backoff=write_backoff(influx.write_backoff_initial_s, influx.write_backoff_max_s),
-            on_rejected=self._dead_letter_line,
+            on_rejected=self._dead_letter_lines,
             oldest_allowed_ms=self._oldest_allowed_ms,
         )
         self.alerts: AlertService | None = None
@@ -293,24 +293,28 @@ class Collector:
             [dataclasses.replace(d, site=self._site_of(d.topic)) for d in letters]
         )
 
-    def _dead_letter_line(self, topic: str, line: str, reason: str) -> None:
+    def _dead_letter_lines(self, refused: list[tuple[str, str]], reason: str) -> None:
         now_ms = _now_ms()
         detail = reason[:500]
-        letter = DeadLetter(
-            topic,
-            line.encode(),
-            wire.Reason.INFLUX_REJECTED,
-            detail,
-            now_ms,
-            site=self._site_of(topic),
-            format=FORMAT_LINE,
-        )
-        # On the writer thread, before the batch leaves the spool.
-        self.deadletters.keep([letter])
-        payload = wire.deadletter_payload(
-            topic, line.encode(), wire.Reason.INFLUX_REJECTED, detail, now_ms
-        )
-        self.link.publish(self._deadletter_topic(topic), payload)
+        letters = [
+            DeadLetter(
+                topic,
+                line.encode(),
+                wire.Reason.INFLUX_REJECTED,
+                detail,
+                now_ms,
+                site=self._site_of(topic),
+                format=FORMAT_LINE,
+            )
+            for topic, line in refused
+        ]
+        # On the writer thread, before the batch leaves the spool: one transaction.
+        self.deadletters.keep(letters)
+        for letter in letters:
+            payload = wire.deadletter_payload(
+                letter.topic, letter.payload, wire.Reason.INFLUX_REJECTED, detail, now_ms
+            )
+            self.link.publish(self._deadletter_topic(letter.topic), payload)
 
     def _give_up(self, name: str) -> None:
         _LOG.critical("collector part %s is down for good; stopping", name)

@@ -25,7 +25,9 @@ from fleet.drivers.backoff import Backoff
 _LOG = logging.getLogger(__name__)
 
 # (source topic, rejected line, InfluxDB's reason)
-RejectedLineSink = Callable[[str, str, str], None]
+# The refused lines of one response, (source topic, line) each, and the server's reason:
+# one call, so the dead-letter store commits them in one transaction.
+RejectedLineSink = Callable[[list[tuple[str, str]], str], None]
 
 
 @dataclass
@@ -257,11 +259,13 @@ class Writer:
             reason[:300],
         )
         kept: dict[int, list[str]] = {row.id: [] for row in rows}
+        refused: list[tuple[str, str]] = []
         for index, (row, line) in enumerate(located):
             if index in bad:
-                self._reject(row.topic, line, reason)
+                refused.append((row.topic, line))
             else:
                 kept[row.id].append(line)
+        self._reject(refused, reason)
         self.counters.rejected_points += len(bad)
         if len(bad) == len(located):
             self._spool.remove(rows)
@@ -271,10 +275,12 @@ class Writer:
             self.counters.resent_points += len(located) - len(bad)
         self._failures = 0
 
-    def _reject(self, topic: str, line: str, reason: str) -> None:
-        """One refused line to the dead letters; a failure there is not the batch's."""
+    def _reject(self, refused: list[tuple[str, str]], reason: str) -> None:
+        """The refused lines to the dead letters; a failure there is not the batch's."""
+        if not refused:
+            return
         try:
-            self._on_rejected(topic, line, reason)
+            self._on_rejected(refused, reason)
         except Exception:  # noqa: BLE001 - the writer must go on draining the spool
             self.counters.dead_letter_failures += 1
-            _LOG.exception("could not dead-letter a line InfluxDB refused")
+            _LOG.exception("could not dead-letter %d lines InfluxDB refused", len(refused))

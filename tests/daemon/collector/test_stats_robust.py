@@ -45,7 +45,7 @@ def reporter(spool: Spool, extra_fields: Any = dict) -> StatsReporter:
         batch_size=10,
         flush_interval_s=1,
         backoff=write_backoff(0.1, 1),
-        on_rejected=lambda topic, line, reason: None,
+        on_rejected=lambda lines, reason: None,
         oldest_allowed_ms=lambda: None,
     )
     return StatsReporter(

@@ -54,7 +54,7 @@ def running_writer(
         batch_size=s.batch_size,
         flush_interval_s=s.flush_interval_s,
         backoff=write_backoff(s.write_backoff_initial_s, s.write_backoff_max_s),
-        on_rejected=lambda topic, line, reason: rejected.append((topic, line, reason)),
+        on_rejected=lambda lines, reason: rejected.extend((t, line, reason) for t, line in lines),
         oldest_allowed_ms=lambda: None,
     )
     stop = threading.Event()
@@ -262,7 +262,7 @@ def writer_on(tmp_path, influx, db: str, entries: list[Entry]):
         batch_size=s.batch_size,
         flush_interval_s=s.flush_interval_s,
         backoff=write_backoff(s.write_backoff_initial_s, s.write_backoff_max_s),
-        on_rejected=lambda topic, line, reason: rejected.append((topic, line, reason)),
+        on_rejected=lambda lines, reason: rejected.extend((t, line, reason) for t, line in lines),
         oldest_allowed_ms=lambda: None,
     )
     stop = threading.Event()
