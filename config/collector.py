@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from fleet.config.base import StrictModel
 
 _MIB = 1024 * 1024
+USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _MQTT_MAX_PAYLOAD = 268_435_455  # the largest payload an MQTT packet can carry
 
 
@@ -42,11 +44,129 @@ class HttpSettings(StrictModel):
         "port 0 picks a free port.",
     )
 
+    public_read: bool = Field(
+        default=True,
+        description="Let anyone who reaches the port read the board and the GET API (the "
+        "station LAN); false: reading needs a signed-in user too (/healthz stays open). "
+        "Every change needs a user either way.",
+    )
+    users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="User name -> password hash (scrypt$n$r$p$salt$hash, written by `fleet "
+        "user add NAME`); never a password. Names: letters, digits, '_', '.', '@', '-'.",
+    )
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header values accepted (DNS rebinding); a port, when given, must "
+        'match too. Default: the bind host, localhost, 127.0.0.1 and [::1]. "*" accepts '
+        "any host and must be written out.",
+    )
+    max_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Most connections served at once; one more is answered 503 and closed.",
+    )
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for one read from a client, in seconds.",
+    )
+    header_deadline_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest time to receive a whole request (head and body), in seconds: a "
+        "client trickling a byte at a time is cut off then.",
+    )
+    session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 366,
+        description="A session ends this long after its last request (sliding: a kiosk that "
+        "polls never logs out).",
+    )
+    session_key_path: Path | None = Field(
+        default=None,
+        description="File of the key that signs session cookies (created 0600 at first start "
+        "and kept, so sessions survive a restart); default: beside the spool, "
+        "<spool name>.session-key.",
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS; with tls_key, or neither.",
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of tls_cert.",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins per user name and client address in a minute; past it "
+        "that pair is refused (429) until the minute is over.",
+    )
+
     @field_validator("bind")
     @classmethod
     def _check_bind(cls, value: str) -> str:
         _split_bind(value)
         return value
+
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            stored = secret.get_secret_value()
+            if not USER_RE.fullmatch(name):
+                raise PydanticCustomError(
+                    "fleet_user",
+                    "user names are 1-64 letters, digits, '_', '.', '@' or '-', starting "
+                    "with a letter or digit",
+                )
+            if not stored.startswith("scrypt$") or stored.count("$") != 5:
+                # The value is not echoed: it may be a password typed where the hash belongs.
+                raise PydanticCustomError(
+                    "fleet_user_hash",
+                    "the value of user {name} is not a password hash; write it with "
+                    "`fleet user add {name}`",
+                    {"name": name},
+                )
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not h or any(c.isspace() for c in h) for h in value):
+            raise PydanticCustomError("fleet_hosts", "host names must be non-empty, no spaces")
+        return None if value is None else [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise PydanticCustomError("fleet_tls", "set both tls_cert and tls_key, or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise PydanticCustomError(
+                    "fleet_tls_file", "{path} is not a readable file", {"path": str(path)}
+                )
+        return self
+
+    @property
+    def hosts(self) -> list[str]:
+        """The Host header values accepted: `allowed_hosts`, else the local names."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        hosts = {"localhost", "127.0.0.1", "[::1]"}
+        host = self.bind_host.lower()
+        if host not in ("0.0.0.0", "::"):  # noqa: S104 - "any address" is no name a browser asks for
+            hosts.add(f"[{host}]" if ":" in host else host)
+        return sorted(hosts)
+
+    def session_key_file(self, spool_path: Path) -> Path:
+        """The session key's file: `session_key_path`, else beside the spool."""
+        if self.session_key_path is not None:
+            return self.session_key_path
+        return spool_path.with_name(f"{spool_path.stem}.session-key")
 
     @property
     def bind_host(self) -> str:

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from fleet.config.agent import AgentSettings
 from fleet.config.alerts import AlertSettings
 from fleet.config.base import KindStr, Loc, raise_problems
+from fleet.config.board import BoardSettings
 from fleet.config.collector import CollectorSettings, HttpSettings, SpoolSettings
 from fleet.config.devices import DeviceConfig, SiteSettings
 from fleet.config.influx import InfluxSettings
@@ -83,6 +84,11 @@ class FleetSettings(BaseSettings):
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
         description="The collector's alert engine: rules, repeats, shifts, notification routes.",
+    )
+    board: BoardSettings = Field(
+        default_factory=BoardSettings,
+        description="The officers' readiness board: the coming shift, thresholds per kind, "
+        "the charge history kept, and the sign-out sheet.",
     )
     devices: list[DeviceConfig] = Field(
         default_factory=list,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so `fleet --help` stays fast and a broken optional module
     # cannot stop the other sub-commands from loading.
-    from fleet.daemon import cmd_check_config
+    from fleet.daemon import cmd_check_config, status_command, user_command
     from fleet.daemon.agent import command as agent_command
     from fleet.daemon.collector import command as collector_command
     from fleet.daemon.collector import deadletter_command
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         deadletter_command,
         simulate_command,
         agent_command,
+        status_command,
+        user_command,
     ):
         module.add_parser(sub)
     return parser

@@ -111,6 +111,14 @@ class OutOfService:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedRates:
+    """A device's own rates (%/h) learned from its history; None: too little history."""
+
+    drain_pct_per_h: float | None = None
+    charge_pct_per_h: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceFacts:
     """Everything known about one device at one moment: the judge's whole input."""
 
@@ -124,6 +132,9 @@ class DeviceFacts:
     silenced: str | None = None  # reason of a device-wide silence in force ("in repair")
     assignment: Assignment | None = None
     out_of_service: OutOfService | None = None
+    # Rates already learned from the history (FleetView caches them, so a list of 1,000
+    # devices needs neither the histories nor a refit); None: the judge learns them itself.
+    learned: LearnedRates | None = None
 
 
 @dataclass(frozen=True, slots=True)

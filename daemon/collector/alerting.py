@@ -165,6 +165,11 @@ class AlertService:
                 )
             )
 
+    def inject(self, events: list[AlertEvent]) -> None:
+        """Events decided elsewhere (the board's overdue sign-outs): published, measured and
+        notified on the alert thread like the engine's own."""
+        self._inbox.put(lambda now: events)
+
     def acknowledge(self, device: str, rule: str, by: str) -> None:
         self._inbox.put(lambda now: self.engine.acknowledge(device, rule, by[:64], now))
 

@@ -127,15 +127,15 @@ class Collector:
             keep_dead_letters=self._keep_dead_letters,
         )
         self.link.set_message_sink(self.ingest.put)
-        self.http = HttpApi(
-            settings.http.bind_host,
-            settings.http.bind_port,
+        self.http = HttpApi.from_settings(
+            settings.http,
             collector_routes(
                 health=self._health,
                 alerts=self._open_alerts if self.alerts is not None else None,
                 acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
                 silences=self.alerts,
             ),
+            session_key_file=settings.http.session_key_file(settings.spool.path),
         )
         # State files found broken at start and replaced (daemon/sqlite_files.py).
         self.recoveries = [

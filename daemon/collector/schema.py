@@ -2,7 +2,9 @@
 
 Measurements `battery`, `location`, `status` (one point per present group), tags `site`,
 `kind`, `device`; fields as in the telemetry JSON (the contract's groups, `drivers/readings.py`)
-plus `seq`; timestamps in ms. Measurement `alert`: one point per alert event. The roll-up
+plus `seq`; timestamps in ms. Measurement `alert`: one point per alert event; `audit`: one
+point per change made through the board or the API; `assignment`: one point per sign-out and
+sign-in (daemon/board/audit.py). The roll-up
 (`rollup.py`) aggregates these fields; `stats.py` writes the `pipeline` measurement.
 """
 
@@ -65,3 +67,50 @@ def alert_line(
         ("value", None if value is None else float(value)),
     ]
     return format_line(series_key("alert", tags), fields, ts_ms)
+
+
+def audit_line(*, site: str, action: str, user: str, target: str, detail: str, ts_ms: int) -> str:
+    """The `audit` measurement: who changed what. Tags only what Grafana groups by and stays
+    small (site, action); the user, target and detail are free text, so fields."""
+    fields: list[tuple[str, FieldValue | None]] = [
+        ("detail", detail),
+        ("target", target),
+        ("user", user),
+    ]
+    return format_line(series_key("audit", {"site": site, "action": action}), fields, ts_ms)
+
+
+def assignment_line(
+    *,
+    site: str,
+    kind: str | None,
+    device: str,
+    change: str,
+    officer: str,
+    by: str,
+    note: str,
+    out_ms: int,
+    due_ms: int,
+    in_ms: int | None,
+    ts_ms: int,
+) -> str:
+    """The `assignment` measurement: a sign-out (`change` "out") or sign-in ("in") of a device.
+
+    Tags as the readings' (site, kind, device) plus `change`; the officer is a field (typed
+    names would grow the series without bound). On "in", how long it was out and how late.
+    """
+    tags = {"site": site, "kind": kind, "device": device, "change": change}
+    hours_out = late_min = None
+    if in_ms is not None:
+        hours_out = (in_ms - out_ms) / 3_600_000
+        late_min = max(0, in_ms - due_ms) / 60_000
+    fields: list[tuple[str, FieldValue | None]] = [
+        ("by", by),
+        ("due_ms", due_ms),
+        ("hours_out", hours_out),
+        ("late_min", late_min),
+        ("note", note or None),
+        ("officer", officer),
+        ("out_ms", out_ms),
+    ]
+    return format_line(series_key("assignment", tags), fields, ts_ms)

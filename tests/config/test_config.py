@@ -108,6 +108,8 @@ def test_the_model_walk_finds_every_section() -> None:
         "LimitsOverride",
         "Geofence",
         "NotifySettings",
+        "BoardSettings",
+        "KindReadiness",
     }
 
 

@@ -8,6 +8,7 @@ request gets a whole HTTP answer (never a dropped connection, never a hang) and 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -19,13 +20,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet.daemon.collector.http import HttpApi, collector_routes
+from fleet.config.collector import HttpSettings
+from fleet.daemon.collector.http import HttpApi, Router, collector_routes
+from fleet.daemon.collector.http.auth import hash_password
+from fleet.daemon.collector.http.gate import Gate
 from tests.fuzz.cases import FUZZ, check_scale, examples_for, tally
 from tests.fuzz.hostile import hostile_value, nested, serialise
 from tests.fuzz.rig import FIRING, alert_service
 from tests.fuzz.tape import Tape
 
 pytestmark = pytest.mark.fuzz
+
+USER, PASSWORD = "sgt.reyes", "a long password"
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+WRONG = "Basic " + base64.b64encode(f"{USER}:wrong".encode()).decode()
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,9 @@ def request(data: bytes) -> Request:
          (1, "-5"), (1, "abc"), (1, " 12 "), (1, "1" * 30), (1, "٣"), (1, None), (1, "dup")]
     )  # fmt: skip
     headers = ["Host: 127.0.0.1"]
+    who = tape.weighted([(12, BASIC), (2, None), (1, WRONG), (1, "Basic %%%"), (1, "Bearer x")])
+    if who is not None:  # mostly signed in, so that the hostile bodies reach the routes
+        headers.append(f"Authorization: {who}")
     if content_type:
         headers.append(f"Content-Type: {content_type}")
     if length == "dup":
@@ -120,6 +131,14 @@ def request(data: bytes) -> Request:
         "utf-8", "surrogatepass"
     )
     return Request(head + body, kind)
+
+
+def gate(routes: Router) -> Gate:
+    """The routes behind the real gate, with one user (a cheap hash: thousands of requests)."""
+    users = {USER: hash_password(PASSWORD, n=1024)}
+    # Wrong passwords are throttled (429) after this many a minute: both answers are fuzzed.
+    settings = HttpSettings(bind="127.0.0.1:0", users=users, login_max_failures=50)
+    return Gate(routes, settings, key=b"k" * 32)
 
 
 def _send(port: int, data: bytes) -> socket.socket:
@@ -199,7 +218,7 @@ def test_http_requests(tmp_path):
             acknowledge=service.acknowledge,
             silences=service,
         )
-        api = HttpApi("127.0.0.1", 0, routes, timeout_s=5)
+        api = HttpApi("127.0.0.1", 0, gate(routes), timeout_s=5)
         stop = api.start()
         try:
             # Four requests in flight per example: concurrency is part of the hostility, and
@@ -232,7 +251,7 @@ def port(tmp_path_factory):
             acknowledge=rig.service.acknowledge,
             silences=rig.service,
         )
-        api = HttpApi("127.0.0.1", 0, routes, timeout_s=0.5)
+        api = HttpApi("127.0.0.1", 0, gate(routes), timeout_s=0.5)
         stop = api.start()
         try:
             yield api.port
@@ -242,7 +261,10 @@ def port(tmp_path_factory):
 
 def test_a_client_that_stops_sending_is_dropped_without_holding_a_thread(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /alerts/sw-05/x/ack HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        auth = f"Authorization: {BASIC}\r\n".encode()
+        sock.sendall(
+            b"POST /alerts/sw-05/x/ack HTTP/1.1\r\n" + auth + b"Content-Length: 100\r\n\r\n{"
+        )
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the server, not answered
         assert time.monotonic() - started < 5
@@ -267,7 +289,9 @@ def test_a_client_that_stops_sending_is_dropped_without_holding_a_thread(port):
 )  # fmt: skip
 def test_lying_or_hostile_requests_get_a_reason(port, path, headers, body, status, error):
     method = "DELETE" if path.startswith("/silences/") else "POST"
-    head = f"{method} {path} HTTP/1.1\r\n{headers}\r\n\r\n".encode("latin-1")
+    head = f"{method} {path} HTTP/1.1\r\nAuthorization: {BASIC}\r\n{headers}\r\n\r\n".encode(
+        "latin-1"
+    )
     answer = exchange(port, head + body)
     assert check_answer(answer) == status
     if error:

@@ -3,11 +3,13 @@
     router.py    method + path pattern -> handler; typed path parameters; 404 / 405 + Allow
     models.py    request bodies as strict pydantic models; refusals that name the field
     handlers.py  the collector's routes (health, alerts, acknowledgements, silences)
-    server.py    the listener: bounded bodies, timeouts, JSON answers for everything
+    auth.py      password hashes (scrypt), users, signed session cookies, login throttling
+    gate.py      in front of the router: Host, who asks (session or Basic), CSRF, Origin
+    server.py    the listener: connection cap, request deadline, TLS, bounded bodies, JSON
+    counters.py  the listener's counts for /metrics
 
-It binds `http.bind` (127.0.0.1:8080 by default: the station's own machine). There is no
-authentication yet: put a reverse proxy with authentication in front of it before binding
-it to a network.
+It binds `http.bind` (127.0.0.1:8080 by default: the station's own machine). Every change
+needs a signed-in user; reading is open unless `http.public_read` is false (gate.py).
 
 Why our own small router on `http.server.ThreadingHTTPServer`, and not a framework
 (Starlette + uvicorn was the candidate; weighed for the readiness board of issue 10):
@@ -32,12 +34,12 @@ updates by polling the JSON API (cheap: one short request per screen every few s
 a server-sent events stream would hold one thread per open screen, fine behind a cap on
 connections); logins with the standard library alone (`hashlib.scrypt` for passwords,
 `hmac`-signed session cookies, `secrets` for CSRF tokens) as a check in front of
-`Router.dispatch`; TLS by wrapping the listening socket (`ssl.SSLContext`). Still to build
-there: a cap on concurrent connections and an absolute deadline for a request's head
-(today `timeout_s` bounds each read, so a client trickling a byte at a time is bounded
-only per read).
+`Router.dispatch` (gate.py); TLS by wrapping each accepted socket on its own thread
+(`ssl.SSLContext`); a cap on concurrent connections and an absolute deadline for a
+request's head and body, checked before every read (server.py).
 """
 
+from fleet.daemon.collector.http.counters import HttpCounters
 from fleet.daemon.collector.http.handlers import SilenceApi, alerts_json, collector_routes
 from fleet.daemon.collector.http.router import Refused, Request, Response, Router
 from fleet.daemon.collector.http.server import MAX_BODY, HttpApi
@@ -45,6 +47,7 @@ from fleet.daemon.collector.http.server import MAX_BODY, HttpApi
 __all__ = [
     "MAX_BODY",
     "HttpApi",
+    "HttpCounters",
     "Refused",
     "Request",
     "Response",

@@ -1,11 +1,15 @@
 """The collector's routes: health, open alerts, acknowledgements and silences.
 
-GET    /healthz                          200 when MQTT is up and the spool commits, else 503
-GET    /alerts                           the firing alerts, as their retained JSON
-POST   /alerts/{device}/{rule}/ack       AckRequest {"by"} (JSON or a form): stops the repeats
-GET    /silences                         the silences in force
-POST   /silences                         SilenceRequest: 201 and the silence
-DELETE /silences/{silence}               ends a silence early
+GET    /healthz                                 200 when MQTT is up and the spool commits, else 503
+GET    /api/v1/alerts                           the firing alerts, as their retained JSON
+POST   /api/v1/alerts/{device}/{rule}/ack       acknowledges (the signed-in user): stops the repeats
+GET    /api/v1/silences                         the silences in force
+POST   /api/v1/silences                         SilenceRequest: 201 and the silence
+DELETE /api/v1/silences/{silence}               ends a silence early
+
+The same routes without /api/v1 (/alerts, /alerts/{device}/{rule}/ack, /silences) are the
+paths of the previous release, kept for one release. Changes need a signed-in user (the
+gate); the author is that user, a "by" in the body is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -58,34 +62,45 @@ def collector_routes(
         return Response.json(200 if ok else 503, details)
 
     router.get("/healthz", healthz)
-    if alerts is not None:
-        router.get("/alerts", lambda request: Response.json(200, alerts()))
-    if acknowledge is not None:
-
-        def ack(request: Request) -> Response:
-            device, rule = request.text("device"), request.text("rule")
-            content_type = request.headers.get("Content-Type", "")
-            body = parse(AckRequest, form_or_json(request.read_body(), content_type))
-            acknowledge(device, rule, body.by)
-            return Response.json(
-                202, {"accepted": True, "device": device, "rule": rule, "by": body.by}
-            )
-
-        router.post("/alerts/{device:id}/{rule:id}/ack", ack)
-    if silences is not None:
-        _silence_routes(router, silences)
+    for prefix in ("/api/v1", ""):  # "": the previous release's paths, kept for one release
+        if alerts is not None:
+            router.get(f"{prefix}/alerts", lambda request: Response.json(200, alerts()))
+        if acknowledge is not None:
+            router.post(f"{prefix}/alerts/{{device:id}}/{{rule:id}}/ack", _ack_route(acknowledge))
+        if silences is not None:
+            _silence_routes(router, silences, prefix)
     return router
 
 
-def _silence_routes(router: Router, silences: SilenceApi) -> None:
+def author(request: Request) -> str:
+    """Who makes a change: the signed-in user, never a name in the body."""
+    if not request.user:
+        raise Refused(401, "sign in first: changes need a user")
+    return request.user
+
+
+def _ack_route(acknowledge: Callable[[str, str, str], None]) -> Callable[[Request], Response]:
+    def ack(request: Request) -> Response:
+        device, rule = request.text("device"), request.text("rule")
+        by = author(request)
+        content_type = request.headers.get("Content-Type", "")
+        parse(AckRequest, form_or_json(request.read_body() or b"{}", content_type))
+        acknowledge(device, rule, by)
+        return Response.json(202, {"accepted": True, "device": device, "rule": rule, "by": by})
+
+    return ack
+
+
+def _silence_routes(router: Router, silences: SilenceApi, prefix: str) -> None:
     def add(request: Request) -> Response:
+        by = author(request)
         body = parse(SilenceRequest, json_object(request.read_body() or b"{}"))
         try:
             silence = silences.add_silence(
                 device=body.device,
                 rule=body.rule,
                 reason=body.reason,
-                by=body.by,
+                by=by,
                 until_ms=body.until_ms,
                 hours=body.hours,
             )
@@ -94,14 +109,15 @@ def _silence_routes(router: Router, silences: SilenceApi) -> None:
         return Response.json(201, silence)
 
     def remove(request: Request) -> Response:
+        author(request)
         silence_id = request.number("silence")
         if not silences.remove_silence(silence_id):
             raise Refused(404, f"no silence {silence_id}")
         return Response.json(200, {"removed": silence_id})
 
-    router.get("/silences", lambda request: Response.json(200, silences.list_silences()))
-    router.post("/silences", add)
-    router.delete("/silences/{silence:int}", remove)
+    router.get(f"{prefix}/silences", lambda request: Response.json(200, silences.list_silences()))
+    router.post(f"{prefix}/silences", add)
+    router.delete(f"{prefix}/silences/{{silence:int}}", remove)
 
 
 def alerts_json(snapshots: list[Any]) -> list[dict[str, object]]:

@@ -43,37 +43,30 @@ class _Body(BaseModel):
 
 
 class AckRequest(_Body):
-    """POST /alerts/{device}/{rule}/ack: who acknowledges."""
+    """POST /api/v1/alerts/{device}/{rule}/ack. The author is the signed-in user; a "by"
+    (the previous release's body) is still accepted, checked, and not used."""
 
-    MISSING: ClassVar[dict[str, str]] = {"by": 'say who acknowledges: {"by": "name"}'}
-
-    by: str
+    by: str | None = None
 
     @field_validator("by")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(cls.MISSING["by"])
-        if not value.isprintable():
-            # The name goes into logs, notifications and the retained alert: no line breaks.
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
             raise ValueError('"by": the name must be printable text (no control characters)')
-        return value.strip()[:64]
+        return value
 
 
 class SilenceRequest(_Body):
     """POST /silences: mute notifications of a device, a rule or both, for a while."""
 
-    MISSING: ClassVar[dict[str, str]] = {
-        "by": 'say who silences: "by"',
-        "reason": 'say why: "reason" (e.g. "in repair")',
-    }
+    MISSING: ClassVar[dict[str, str]] = {"reason": 'say why: "reason" (e.g. "in repair")'}
 
     device: str | None = None
     rule: str | None = None
     until: datetime | None = None
     hours: float | None = None
     reason: str
-    by: str
+    by: str | None = None  # the previous release's author field; the signed-in user is used
 
     @field_validator("device", "rule")
     @classmethod
@@ -115,8 +108,8 @@ class SilenceRequest(_Body):
 
     @field_validator("by")
     @classmethod
-    def _by(cls, value: str) -> str:
-        return one_line(value, 64) or _fail(cls.MISSING["by"])
+    def _by(cls, value: str | None) -> str | None:
+        return None if value is None else one_line(value, 64)
 
     @model_validator(mode="after")
     def _whole(self) -> SilenceRequest:

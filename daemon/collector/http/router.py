@@ -74,6 +74,7 @@ class Request:
     params: Mapping[str, str | int]
     headers: Message
     read_body: Callable[[], bytes]  # only a route that takes a body reads it (and it is checked)
+    user: str | None = None  # the signed-in user the gate found (gate.py); None: anonymous
 
     def query(self) -> dict[str, list[str]]:
         try:
@@ -204,6 +205,7 @@ class Router:
         target: str,
         headers: Message,
         read_body: Callable[[], bytes],
+        user: str | None = None,
     ) -> Response:
         """The handler's answer; Refused for a request no route takes."""
         path, query = split_target(target)
@@ -219,7 +221,7 @@ class Router:
             except ValueError as exc:
                 problem = problem or str(exc)
                 continue
-            request = Request(method, path, query, params, headers, read_body)
+            request = Request(method, path, query, params, headers, read_body, user)
             return route.handler(request)
         if problem is not None:
             raise Refused(404, problem)

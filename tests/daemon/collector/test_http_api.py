@@ -4,6 +4,7 @@ its own: tests/daemon/collector/test_http_routes.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fleet.daemon.collector.http.auth import hash_password
 from tests.harness.fleet import (
     Listener,
     publisher,
@@ -25,13 +27,21 @@ from tests.harness.waiting import wait_until
 TOPIC = "fleet/v1/allingtown/segway/sw-05/telemetry"
 
 
-def call(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+USER, PASSWORD = "sgt.reyes", "a long password"
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def call(
+    port: int, path: str, body: dict[str, Any] | None = None, *, signed_in: bool = True
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=data, method="POST" if body is not None else "GET"
     )
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    if signed_in:  # every change needs a user (HTTP Basic here; sessions: tests/.../http/)
+        request.add_header("Authorization", BASIC)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
@@ -47,7 +57,16 @@ def mqtt_broker(make_broker):
 
 @pytest.fixture
 def settings(tmp_path, mqtt_broker, influx, tmp_db):
-    return settings_from(write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db))
+    config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
+    hashed = hash_password(PASSWORD, n=1024)
+    text = config.read_text()
+    assert 'bind = "127.0.0.1:0"\n' in text
+    config.write_text(
+        text.replace(
+            'bind = "127.0.0.1:0"\n', f'bind = "127.0.0.1:0"\nusers = {{ "{USER}" = "{hashed}" }}\n'
+        )
+    )
+    return settings_from(config)
 
 
 def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
@@ -67,14 +86,13 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
                 ("sw-05", "battery_critical", "firing")
             ]
 
-            assert call(port, "/alerts/sw-05/battery_critical/ack", {})[0] == 400
+            refused = call(port, "/alerts/sw-05/battery_critical/ack", {}, signed_in=False)
+            assert refused[0] == 401
             status, answer = call(port, "/alerts/sw-05/battery_critical/ack", {"by": "Sgt. Reyes"})
             assert status == 202
-            assert answer["by"] == "Sgt. Reyes"
+            assert answer["by"] == USER  # the signed-in user, not a name in the body
             acked = wait_until(
-                lambda: [
-                    a for a in call(port, "/alerts")[1] if a["acknowledged_by"] == "Sgt. Reyes"
-                ],
+                lambda: [a for a in call(port, "/alerts")[1] if a["acknowledged_by"] == USER],
                 timeout=10,
                 message="acknowledged in the API",
             )
@@ -83,7 +101,7 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
             def retained_ack() -> bool:
                 payloads = alerts.json()
                 return any(
-                    p["rule"] == "battery_critical" and p["acknowledged_by"] == "Sgt. Reyes"
+                    p["rule"] == "battery_critical" and p["acknowledged_by"] == USER
                     for p in payloads
                 )
 
@@ -96,7 +114,9 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
 def test_a_silence_mutes_notifications_but_not_the_alert(settings, mqtt_broker):
     with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
         port = collector.http.port
-        assert call(port, "/silences", {"device": "sw-06", "reason": "in repair"})[0] == 400
+        assert call(port, "/silences", {"device": "sw-06", "hours": 2})[0] == 400  # no reason
+        assert call(port, "/silences", {"device": "sw-06", "reason": "x", "hours": 2},
+                    signed_in=False)[0] == 401  # fmt: skip
         assert (
             call(
                 port,
@@ -112,7 +132,7 @@ def test_a_silence_mutes_notifications_but_not_the_alert(settings, mqtt_broker):
             {"device": "sw-06", "reason": "in repair", "by": "Tech Ortiz", "hours": 2},
         )
         assert status == 201
-        assert (silence["device"], silence["rule"], silence["by"]) == ("sw-06", None, "Tech Ortiz")
+        assert (silence["device"], silence["rule"], silence["by"]) == ("sw-06", None, USER)
         assert call(port, "/silences")[1] == [silence]
 
         now = int(time.time() * 1000)
@@ -140,6 +160,7 @@ def test_a_silence_mutes_notifications_but_not_the_alert(settings, mqtt_broker):
 
 def call_delete(port: int, path: str) -> tuple[int, Any]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="DELETE")
+    request.add_header("Authorization", BASIC)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())

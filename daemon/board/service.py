@@ -1,0 +1,236 @@
+"""The board as the collector runs it: what was heard + alerts + the sign-out sheet -> verdicts.
+
+Every call judges afresh from the current facts (1,000 devices cost a few ms), so the board
+never shows a verdict older than its inputs. Changes (sign-out, sign-in, out of service)
+are refused with a reason a person can act on, recorded durably, and audited.
+
+A signed-out device past its expected return raises a `signout_overdue` warning through
+the alert engine's own path (retained topic, `alert` measurement, notification), once per
+sign-out, and resolves it when the device is signed back in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from fleet.config import FleetSettings
+from fleet.config.alerts import Severity
+from fleet.daemon.alerts.model import Action, AlertEvent, AlertSnapshot
+from fleet.daemon.board.assignments import AssignmentStore, SignOutRefused
+from fleet.daemon.board.audit import Audit
+from fleet.daemon.board.fleetview import FleetView
+from fleet.daemon.board.judge import judge
+from fleet.daemon.board.model import (
+    Assignment,
+    DeviceFacts,
+    OpenAlert,
+    OutOfService,
+    Readiness,
+    Verdict,
+    sort_key,
+)
+
+_LOG = logging.getLogger(__name__)
+
+OVERDUE_RULE = "signout_overdue"
+# A device the officer cannot take: signing it out is refused with the verdict's reason.
+_BLOCKING = (Readiness.OUT_OF_SERVICE, Readiness.OFFLINE, Readiness.UNKNOWN)
+
+Inject = Callable[[list[AlertEvent]], None]  # hands alert events to the alert thread
+
+
+class BoardService:
+    def __init__(
+        self,
+        settings: FleetSettings,
+        *,
+        view: FleetView,
+        store: AssignmentStore,
+        audit: Audit,
+        clock_ms: Callable[[], int],
+        alerts: object | None = None,  # AlertService (typed loosely: the board runs without it)
+        inject: Inject | None = None,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.store = store
+        self.audit = audit
+        self._clock_ms = clock_ms
+        self._alerts = alerts
+        self._inject = inject
+        self.tz = ZoneInfo(settings.alerts.timezone)
+        self.site_names = settings.site.names()
+        self._overdue_raised: dict[str, Assignment] = {}
+        self._lock = threading.Lock()  # changes are judged and recorded one at a time
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    def verdicts(self, site: str | None = None) -> list[Verdict]:
+        now = self._clock_ms()
+        facts = [f for f in self.view.devices() if site is None or f.site == site]
+        return sorted((self._judge(self._complete(facts, now), now)), key=sort_key)
+
+    def verdict(self, device: str) -> tuple[Verdict, DeviceFacts] | None:
+        found = self.view.device(device)
+        if found is None:
+            return None
+        now = self._clock_ms()
+        (facts,) = self._complete([found], now)
+        return judge(facts, self.settings.board, now, tz=self.tz), facts
+
+    def sites(self) -> list[dict[str, object]]:
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for v in self.verdicts():
+            counts[v.site][str(v.state)] += 1
+        known = sorted(set(counts) | {self.settings.site.id})
+        return [
+            {
+                "site": s,
+                "name": self.site_names.get(s, s),
+                "devices": sum(counts[s].values()),
+                "by_state": dict(counts[s]),
+            }
+            for s in known
+        ]
+
+    def _judge(self, facts: list[DeviceFacts], now: int) -> list[Verdict]:
+        return [judge(f, self.settings.board, now, tz=self.tz) for f in facts]
+
+    def _complete(self, facts: list[DeviceFacts], now: int) -> list[DeviceFacts]:
+        """Add what the alert engine and the sign-out sheet know to what was heard."""
+        alerts: dict[str, list[OpenAlert]] = defaultdict(list)
+        silenced: dict[str, str] = {}
+        engine = getattr(self._alerts, "engine", None)
+        if engine is not None:
+            for a in engine.alerts(firing_only=True):
+                alerts[a.device].append(
+                    OpenAlert(
+                        str(a.rule), str(a.severity), a.message, a.since_ms, a.acknowledged_by
+                    )
+                )
+            for s in engine.silences(now):
+                if s.device is not None and s.rule is None:  # the whole device: "in repair"
+                    silenced.setdefault(s.device, f"{s.reason} (silenced by {s.by})")
+        current = self.store.current()
+        out = self.store.out_of_service()
+        return [
+            dataclasses.replace(
+                f,
+                alerts=tuple(alerts.get(f.device, ())),
+                silenced=silenced.get(f.device),
+                assignment=current.get(f.device),
+                out_of_service=out.get(f.device),
+            )
+            for f in facts
+        ]
+
+    # --- changes (the HTTP threads; `by` is the signed-in user) -----------------------------
+
+    def sign_out(
+        self, device: str, officer: str, *, due_ms: int, by: str, note: str = ""
+    ) -> Assignment:
+        with self._lock:
+            found = self.verdict(device)
+            if found is None:
+                raise SignOutRefused(404, f"no device {device!r} on this board")
+            verdict, _ = found
+            blocked = (
+                f"{device} is {verdict.state.value.replace('_', ' ')}: {verdict.reason}"
+                if verdict.state in _BLOCKING
+                else None
+            )
+            now = self._clock_ms()
+            a = self.store.sign_out(
+                device, officer, due_ms=due_ms, by=by, now_ms=now, note=note, blocked=blocked
+            )
+            self.audit.assignment("out", a, verdict.site, now)
+            self.audit.record(by, "sign_out", device, f"to {officer}", now)
+            return a
+
+    def sign_in(self, device: str, *, by: str, note: str = "") -> Assignment:
+        with self._lock:
+            now = self._clock_ms()
+            a = self.store.sign_in(device, by=by, now_ms=now, note=note)
+            self.audit.assignment("in", a, self._site(device), now)
+            self.audit.record(by, "sign_in", device, f"from {a.officer}", now)
+        self._resolve_overdue(device, now)
+        return a
+
+    def mark_out_of_service(self, device: str, *, reason: str, by: str) -> OutOfService:
+        with self._lock:
+            if self.view.device(device) is None:
+                raise SignOutRefused(404, f"no device {device!r} on this board")
+            now = self._clock_ms()
+            mark = self.store.mark_out_of_service(device, reason=reason, by=by, now_ms=now)
+            self.audit.record(by, "out_of_service", device, reason, now)
+            return mark
+
+    def return_to_service(self, device: str, *, by: str) -> None:
+        with self._lock:
+            now = self._clock_ms()
+            self.store.return_to_service(device, by=by, now_ms=now)
+            self.audit.record(by, "return_to_service", device, "", now)
+
+    def _site(self, device: str) -> str:
+        found = self.view.device(device)
+        return found.site if found is not None else self.settings.site.id
+
+    # --- overdue sign-outs -------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> None:
+        """Raise `signout_overdue` once for each sign-out past its expected return."""
+        if not self.settings.board.overdue_alert or self._inject is None:
+            return
+        for a in self.store.overdue(now_ms):
+            raised = self._overdue_raised.get(a.device)
+            if raised is not None and raised.out_ms == a.out_ms:
+                continue
+            self._overdue_raised[a.device] = a
+            self._inject([self._overdue_event(a, Action.FIRE, now_ms)])
+
+    def _resolve_overdue(self, device: str, now_ms: int) -> None:
+        raised = self._overdue_raised.pop(device, None)
+        if raised is not None and self._inject is not None:
+            self._inject([self._overdue_event(raised, Action.RESOLVE, now_ms)])
+
+    def _overdue_event(self, a: Assignment, action: Action, now_ms: int) -> AlertEvent:
+        found = self.view.device(a.device)
+        kind = found.kind if found is not None else "device"
+        name = (found.name if found is not None else None) or a.device
+        due = _local_hhmm(a.due_ms, self.tz)
+        message = (
+            f"{kind.capitalize()} {name} signed out to {a.officer} was due back at {due}"
+            if action is Action.FIRE
+            else f"{kind.capitalize()} {name} is signed back in (was due at {due})"
+        )
+        snapshot = AlertSnapshot(
+            site=self._site(a.device),
+            kind=kind,
+            device=a.device,
+            rule=OVERDUE_RULE,
+            severity=Severity.WARNING,
+            state="firing" if action is Action.FIRE else "resolved",
+            value=None,
+            since_ms=a.due_ms if action is Action.FIRE else now_ms,
+            acknowledged_by=None,
+            message=message,
+        )
+        return AlertEvent(action, snapshot, "warning", notify=True)
+
+
+def _local_hhmm(ts_ms: int, tz: ZoneInfo) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime("%H:%M")
+
+
+def refused_json(exc: SignOutRefused) -> tuple[int, str]:
+    return exc.status, exc.message
