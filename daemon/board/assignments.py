@@ -8,9 +8,8 @@ the primary key makes a double sign-out impossible even if a check were wrong) a
 append-only `event` table holds every change with who made it and when; each change
 writes both in one transaction, so the history is never behind the state.
 
-The HTTP threads call this concurrently: one lock serialises changes, and the current
-state is mirrored in memory (the board reads it on every request; 1,000 devices must
-not cost a query each). Refusals are `SignOutRefused` with a sentence a person can act
+One lock serialises the HTTP threads' changes; the current state is mirrored in memory
+(the board reads it on every request: 1,000 devices must not cost a query each). Refusals are `SignOutRefused` with a sentence a person can act
 on: 400 for a bad value, 409 for a rule, 503 when the file cannot be written.
 """
 
@@ -59,6 +58,10 @@ CREATE TABLE IF NOT EXISTS event (
     note    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_device ON event (device, id);
+CREATE TABLE IF NOT EXISTS overdue_alerted (
+    device TEXT PRIMARY KEY,
+    out_ms INTEGER NOT NULL
+);
 """
 
 NAME_MAX = 64
@@ -140,6 +143,11 @@ class AssignmentStore:
             row[0]: OutOfService(*row)
             for row in self._db.execute("SELECT device, reason, by, since_ms FROM out_of_service")
         }
+        # Which sign-out's overdue alert was raised (device -> out_ms): on disk, so a restart
+        # neither raises it again nor forgets to resolve it at the sign-in.
+        self._alerted: dict[str, int] = dict(
+            self._db.execute("SELECT device, out_ms FROM overdue_alerted").fetchall()
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -160,6 +168,21 @@ class AssignmentStore:
         with self._lock:
             late = [a for a in self._current.values() if a.due_ms < now_ms]
         return sorted(late, key=lambda a: (a.due_ms, a.device))
+
+    def overdue_to_alert(self, now_ms: int) -> list[Assignment]:
+        """Overdue sign-outs whose alert has not been raised yet."""
+        return [a for a in self.overdue(now_ms) if self._alerted.get(a.device) != a.out_ms]
+
+    def note_alerted(self, a: Assignment) -> None:
+        with self._lock:
+            self._commit(
+                [("INSERT OR REPLACE INTO overdue_alerted VALUES (?, ?)", (a.device, a.out_ms))]
+            )
+            self._alerted[a.device] = a.out_ms
+
+    def was_alerted(self, device: str) -> bool:
+        with self._lock:
+            return device in self._alerted
 
     def history(
         self, *, device: str | None = None, since_ms: int | None = None, limit: int = 200
@@ -247,12 +270,14 @@ class AssignmentStore:
             self._commit(
                 [
                     ("DELETE FROM signed_out WHERE device = ?", (device,)),
+                    ("DELETE FROM overdue_alerted WHERE device = ?", (device,)),
                     _event(
                         now_ms, device, "sign_in", by, a.officer, a.out_ms, a.due_ms, None, note
                     ),
                 ]
             )
             del self._current[device]
+            self._alerted.pop(device, None)
         return a
 
     def mark_out_of_service(

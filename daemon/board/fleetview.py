@@ -25,7 +25,14 @@ from typing import TypeVar
 from fleet.config import FleetSettings
 from fleet.daemon import wire
 from fleet.daemon.board.drain import learn
-from fleet.daemon.board.model import DeviceFacts, Latest, LearnedRates, Sample
+from fleet.daemon.board.model import (
+    NO_CONTEXT,
+    Context,
+    DeviceFacts,
+    Latest,
+    LearnedRates,
+    Sample,
+)
 
 _T = TypeVar("_T")
 
@@ -162,7 +169,7 @@ class FleetView:
 
     # --- the HTTP threads ----------------------------------------------------------------
 
-    def devices(self) -> list[DeviceFacts]:
+    def devices(self, context: Context = NO_CONTEXT) -> list[DeviceFacts]:
         """Every device heard or registered, with its learned rates but without history
         (`device(id)` has it): a list of 1,000 devices copies no histories."""
         with self._lock:
@@ -171,10 +178,10 @@ class FleetView:
         for device, t, latest, rates, version in rows:
             if rates is None or rates[0] != version:
                 rates = self._refit(t)
-            out.append(self._facts(device, t, latest, (), rates[1]))
+            out.append(self._facts(device, t, latest, (), rates[1], context))
         return out
 
-    def device(self, device: str) -> DeviceFacts | None:
+    def device(self, device: str, context: Context = NO_CONTEXT) -> DeviceFacts | None:
         """One device with its history (oldest first), or None if never heard nor registered."""
         with self._lock:
             t = self._tracks.get(device)
@@ -183,7 +190,7 @@ class FleetView:
             latest, history, version, rates = t.latest, t.samples(), t.version, t.rates
         if rates is None or rates[0] != version:
             rates = self._store(t, version, self._learn(t.kind, history))
-        return self._facts(device, t, latest, history, rates[1])
+        return self._facts(device, t, latest, history, rates[1], context)
 
     def _refit(self, t: _Track) -> tuple[int, LearnedRates]:
         with self._lock:
@@ -210,6 +217,7 @@ class FleetView:
         latest: Latest | None,
         history: tuple[Sample, ...],
         rates: LearnedRates,
+        context: Context,
     ) -> DeviceFacts:
         return DeviceFacts(
             device=device,
@@ -219,6 +227,10 @@ class FleetView:
             latest=latest,
             history=history,
             learned=rates,
+            alerts=context.alerts.get(device, ()),
+            silenced=context.silenced.get(device),
+            assignment=context.assignments.get(device),
+            out_of_service=context.out_of_service.get(device),
         )
 
     def sample_count(self) -> int:

@@ -9,6 +9,7 @@ clock), never read here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -135,6 +136,20 @@ class DeviceFacts:
     # Rates already learned from the history (FleetView caches them, so a list of 1,000
     # devices needs neither the histories nor a refit); None: the judge learns them itself.
     learned: LearnedRates | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the alert engine and the sign-out sheet know, by device id: joined to what was
+    heard when the facts are built (one object per device, not a copy per addition)."""
+
+    alerts: Mapping[str, tuple[OpenAlert, ...]] = field(default_factory=dict)
+    silenced: Mapping[str, str] = field(default_factory=dict)
+    assignments: Mapping[str, Assignment] = field(default_factory=dict)
+    out_of_service: Mapping[str, OutOfService] = field(default_factory=dict)
+
+
+NO_CONTEXT = Context()
 
 
 @dataclass(frozen=True, slots=True)

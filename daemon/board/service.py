@@ -5,17 +5,17 @@ never shows a verdict older than its inputs. Changes (sign-out, sign-in, out of 
 are refused with a reason a person can act on, recorded durably, and audited.
 
 A signed-out device past its expected return raises a `signout_overdue` warning through
-the alert engine's own path (retained topic, `alert` measurement, notification), once per
-sign-out, and resolves it when the device is signed back in.
+the alert service's path (retained topic, `alert` measurement, notification), once per
+sign-out even across restarts, and resolves it when the device is signed back in.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from fleet.config import FleetSettings
@@ -27,6 +27,7 @@ from fleet.daemon.board.fleetview import FleetView
 from fleet.daemon.board.judge import judge
 from fleet.daemon.board.model import (
     Assignment,
+    Context,
     DeviceFacts,
     OpenAlert,
     OutOfService,
@@ -75,15 +76,16 @@ class BoardService:
 
     def verdicts(self, site: str | None = None) -> list[Verdict]:
         now = self._clock_ms()
-        facts = [f for f in self.view.devices() if site is None or f.site == site]
-        return sorted((self._judge(self._complete(facts, now), now)), key=sort_key)
+        facts = self.view.devices(self._context(now))
+        board, tz = self.settings.board, self.tz
+        chosen = [judge(f, board, now, tz=tz) for f in facts if site is None or f.site == site]
+        return sorted(chosen, key=sort_key)
 
     def verdict(self, device: str) -> tuple[Verdict, DeviceFacts] | None:
-        found = self.view.device(device)
-        if found is None:
-            return None
         now = self._clock_ms()
-        (facts,) = self._complete([found], now)
+        facts = self.view.device(device, self._context(now))
+        if facts is None:
+            return None
         return judge(facts, self.settings.board, now, tz=self.tz), facts
 
     def sites(self) -> list[dict[str, object]]:
@@ -101,11 +103,8 @@ class BoardService:
             for s in known
         ]
 
-    def _judge(self, facts: list[DeviceFacts], now: int) -> list[Verdict]:
-        return [judge(f, self.settings.board, now, tz=self.tz) for f in facts]
-
-    def _complete(self, facts: list[DeviceFacts], now: int) -> list[DeviceFacts]:
-        """Add what the alert engine and the sign-out sheet know to what was heard."""
+    def _context(self, now: int) -> Context:
+        """What the alert engine and the sign-out sheet know, joined to what was heard."""
         alerts: dict[str, list[OpenAlert]] = defaultdict(list)
         silenced: dict[str, str] = {}
         engine = getattr(self._alerts, "engine", None)
@@ -119,18 +118,12 @@ class BoardService:
             for s in engine.silences(now):
                 if s.device is not None and s.rule is None:  # the whole device: "in repair"
                     silenced.setdefault(s.device, f"{s.reason} (silenced by {s.by})")
-        current = self.store.current()
-        out = self.store.out_of_service()
-        return [
-            dataclasses.replace(
-                f,
-                alerts=tuple(alerts.get(f.device, ())),
-                silenced=silenced.get(f.device),
-                assignment=current.get(f.device),
-                out_of_service=out.get(f.device),
-            )
-            for f in facts
-        ]
+        return Context(
+            alerts={device: tuple(found) for device, found in alerts.items()},
+            silenced=silenced,
+            assignments=self.store.current(),
+            out_of_service=self.store.out_of_service(),
+        )
 
     # --- changes (the HTTP threads; `by` is the signed-in user) -----------------------------
 
@@ -151,17 +144,22 @@ class BoardService:
             a = self.store.sign_out(
                 device, officer, due_ms=due_ms, by=by, now_ms=now, note=note, blocked=blocked
             )
-            self.audit.assignment("out", a, verdict.site, now)
+            self.audit.assignment("out", a, verdict.site, now, kind=verdict.kind)
             self.audit.record(by, "sign_out", device, f"to {officer}", now)
             return a
 
     def sign_in(self, device: str, *, by: str, note: str = "") -> Assignment:
         with self._lock:
             now = self._clock_ms()
+            alerted = self.store.was_alerted(device)
             a = self.store.sign_in(device, by=by, now_ms=now, note=note)
-            self.audit.assignment("in", a, self._site(device), now)
+            found = self.view.device(device)
+            site = found.site if found is not None else self.settings.site.id
+            kind = found.kind if found is not None else None
+            self.audit.assignment("in", a, site, now, kind=kind, by=by)
             self.audit.record(by, "sign_in", device, f"from {a.officer}", now)
-        self._resolve_overdue(device, now)
+            if alerted and self._inject is not None:
+                self._inject([self._overdue_event(a, Action.RESOLVE, now)])
         return a
 
     def mark_out_of_service(self, device: str, *, reason: str, by: str) -> OutOfService:
@@ -186,20 +184,18 @@ class BoardService:
     # --- overdue sign-outs -------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> None:
-        """Raise `signout_overdue` once for each sign-out past its expected return."""
+        """Raise `signout_overdue` once for each sign-out past its expected return; which
+        were raised is kept in the sign-out sheet, so a restart does not raise them again."""
         if not self.settings.board.overdue_alert or self._inject is None:
             return
-        for a in self.store.overdue(now_ms):
-            raised = self._overdue_raised.get(a.device)
-            if raised is not None and raised.out_ms == a.out_ms:
-                continue
-            self._overdue_raised[a.device] = a
-            self._inject([self._overdue_event(a, Action.FIRE, now_ms)])
-
-    def _resolve_overdue(self, device: str, now_ms: int) -> None:
-        raised = self._overdue_raised.pop(device, None)
-        if raised is not None and self._inject is not None:
-            self._inject([self._overdue_event(raised, Action.RESOLVE, now_ms)])
+        with self._lock:
+            for a in self.store.overdue_to_alert(now_ms):
+                try:
+                    self.store.note_alerted(a)
+                except SignOutRefused as exc:  # the sheet cannot be written: try next tick
+                    _LOG.error("overdue sign-out of %s not alerted yet: %s", a.device, exc.message)
+                    continue
+                self._inject([self._overdue_event(a, Action.FIRE, now_ms)])
 
     def _overdue_event(self, a: Assignment, action: Action, now_ms: int) -> AlertEvent:
         found = self.view.device(a.device)
@@ -227,10 +223,4 @@ class BoardService:
 
 
 def _local_hhmm(ts_ms: int, tz: ZoneInfo) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime("%H:%M")
-
-
-def refused_json(exc: SignOutRefused) -> tuple[int, str]:
-    return exc.status, exc.message

@@ -21,10 +21,10 @@ from fleet.daemon import wire
 from fleet.daemon.alerts import system
 from fleet.daemon.collector.alerting import AlertService
 from fleet.daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
-from fleet.daemon.collector.http import HttpApi, alerts_json, collector_routes
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.sinks import Sink, make_sink
 from fleet.daemon.collector.stats import StatsReporter
+from fleet.daemon.collector.web import Web
 from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.mqtt import Inbound, MqttLink
 from fleet.daemon.spool import Spool
@@ -123,20 +123,11 @@ class Collector:
             on_spooled=self.writer.notify,
             batch_max=settings.collector.ingest_batch_max,
             on_control=self._control if self.alerts is not None else None,
-            on_readings=self.alerts.observe if self.alerts is not None else None,
+            on_readings=self._observe,
             keep_dead_letters=self._keep_dead_letters,
         )
         self.link.set_message_sink(self.ingest.put)
-        self.http = HttpApi.from_settings(
-            settings.http,
-            collector_routes(
-                health=self._health,
-                alerts=self._open_alerts if self.alerts is not None else None,
-                acknowledge=self.alerts.acknowledge if self.alerts is not None else None,
-                silences=self.alerts,
-            ),
-            session_key_file=settings.http.session_key_file(settings.spool.path),
-        )
+        self.web = Web(self, clock_ms)  # the board, the sign-out sheet, the HTTP server
         # State files found broken at start and replaced (daemon/sqlite_files.py).
         self.recoveries = [
             r
@@ -144,6 +135,7 @@ class Collector:
                 self.spool.recovery,
                 self.deadletters.recovery,
                 self.alerts.store.recovery if self.alerts else None,
+                self.web.store.recovery,
             )
             if r is not None
         ]
@@ -205,7 +197,13 @@ class Collector:
         if not present:
             self.spool.set_meta(key, str(_now_ms()))  # when this session began
 
-    def _health(self) -> tuple[bool, dict[str, Any]]:
+    def _observe(self, readings: list[wire.DecodedReading]) -> None:
+        """Spooled readings to the board's view and the alert engine (the ingest thread)."""
+        self.web.observe(readings)
+        if self.alerts is not None:
+            self.alerts.observe(readings)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
         depth = self.spool.depth()
         failing = self.writer.failing_for_s
         details: dict[str, Any] = {
@@ -250,10 +248,6 @@ class Collector:
                     key=key,
                     notify_type="failure",
                 )
-
-    def _open_alerts(self) -> list[dict[str, object]]:
-        assert self.alerts is not None
-        return alerts_json(self.alerts.engine.alerts(firing_only=True))
 
     def _alert_fields(self) -> dict[str, int]:
         if self.alerts is None:
@@ -330,7 +324,7 @@ class Collector:
         stop_alerts = part("alerts", self.alerts.run) if self.alerts is not None else None
         stop_link = self.link.start()
         self._announce_recoveries()
-        stop_http = self.http.start()
+        stop_web = self.web.start(self._give_up)
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
             " + ".join(wire.subscriptions(self._prefix)),
@@ -341,7 +335,7 @@ class Collector:
 
         def undo() -> None:
             _LOG.info("collector stopping")
-            stop_http()
+            stop_web()
             stop_ingest(30.0)  # no more acks: what is not spooled is redelivered later
             if stop_alerts is not None:
                 stop_alerts(10.0)  # its last events still go out on the link

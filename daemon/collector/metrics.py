@@ -19,14 +19,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from fleet.daemon import wire
 from fleet.daemon.board.model import Readiness, Verdict
 from fleet.daemon.collector.http.router import Request, Response
-
-if TYPE_CHECKING:  # the collector imports this module for its route
-    from fleet.daemon.collector.app import Collector
+from fleet.daemon.collector.parts import CollectorParts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -118,7 +116,7 @@ def board_metric(verdicts: Iterable[Verdict]) -> Metric:
     return Metric("fleet_devices", "gauge", "Devices per site and readiness state.", samples)
 
 
-def _ingest_metrics(collector: Collector) -> list[Metric]:
+def _ingest_metrics(collector: CollectorParts) -> list[Metric]:
     i = collector.ingest.counters
     w = collector.writer.counters
     seq = collector.ingest.seq
@@ -170,7 +168,7 @@ def _ingest_metrics(collector: Collector) -> list[Metric]:
     ]
 
 
-def _state_metrics(collector: Collector) -> list[Metric]:
+def _state_metrics(collector: CollectorParts) -> list[Metric]:
     depth = collector.spool.depth()
     failing = collector.writer.failing_for_s
     spool_failing = collector.ingest.commit_failing_for_s
@@ -219,7 +217,7 @@ def _state_metrics(collector: Collector) -> list[Metric]:
     ]
 
 
-def _alert_metrics(collector: Collector) -> list[Metric]:
+def _alert_metrics(collector: CollectorParts) -> list[Metric]:
     alerts = collector.alerts
     if alerts is None:
         return []
@@ -285,7 +283,7 @@ def http_metric(counts: Mapping[str, int]) -> Metric:
 
 
 def collector_metrics(
-    collector: Collector,
+    collector: CollectorParts,
     *,
     verdicts: Callable[[], Iterable[Verdict]] | None = None,
     http_counts: Callable[[], Mapping[str, int]] | None = None,
@@ -300,7 +298,7 @@ def collector_metrics(
 
 
 def metrics_route(
-    collector: Collector,
+    collector: CollectorParts,
     *,
     verdicts: Callable[[], Iterable[Verdict]] | None = None,
     http_counts: Callable[[], Mapping[str, int]] | None = None,

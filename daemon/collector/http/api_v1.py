@@ -70,8 +70,7 @@ def add_board_routes(router: Router, board: BoardService) -> None:
         site = _site(request, board)
         now = board.now_ms()
         items = [
-            verdict_json(v, now_ms=now, site_names=board.site_names)
-            for v in board.verdicts(site)
+            verdict_json(v, now_ms=now, site_names=board.site_names) for v in board.verdicts(site)
         ]
         return Response.json(200, items)
 
@@ -145,7 +144,12 @@ def add_board_routes(router: Router, board: BoardService) -> None:
             raise Refused(exc.status, exc.message) from None
         return Response.json(
             200,
-            {"device": mark.device, "reason": mark.reason, "by": mark.by, "since": iso(mark.since_ms)},
+            {
+                "device": mark.device,
+                "reason": mark.reason,
+                "by": mark.by,
+                "since": iso(mark.since_ms),
+            },
         )
 
     def back_in_service(request: Request) -> Response:

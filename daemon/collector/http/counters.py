@@ -45,3 +45,18 @@ class Tally:
                 return False
             self.open += 1
             return True
+
+
+def event_counts(c: HttpCounters) -> dict[str, int]:
+    """The counters as /metrics' `fleet_http_events_total` events (connections open now is a
+    level, not an event, and is left out)."""
+    events = {
+        "refused_over_cap": c.refused,
+        "timeouts": c.timeouts,
+        "tls_failures": c.tls_failures,
+        "login_failures": c.login_failures,
+        "logins_throttled": c.logins_throttled,
+        "refused_host": c.refused_host,
+    }
+    events.update({f"status_{code}": n for code, n in c.by_status.items()})
+    return events

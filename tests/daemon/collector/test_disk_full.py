@@ -87,7 +87,7 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
 
 
 def health(collector: Collector) -> tuple[int, dict[str, Any]]:
-    url = f"http://127.0.0.1:{collector.http.port}/healthz"
+    url = f"http://127.0.0.1:{collector.web.http.port}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, json.loads(response.read())

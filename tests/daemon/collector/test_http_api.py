@@ -73,7 +73,7 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
     alerts = Listener(settings, mqtt_broker, "fleet/v1/allingtown/alerts/sw-05/#")
     try:
         with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
-            port = collector.http.port
+            port = collector.web.http.port
             status, health = call(port, "/healthz")
             assert status == 200
             assert health["mqtt_connected"] is True
@@ -113,7 +113,7 @@ def test_health_alerts_and_acknowledgement(settings, mqtt_broker):
 
 def test_a_silence_mutes_notifications_but_not_the_alert(settings, mqtt_broker):
     with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
-        port = collector.http.port
+        port = collector.web.http.port
         assert call(port, "/silences", {"device": "sw-06", "hours": 2})[0] == 400  # no reason
         assert call(port, "/silences", {"device": "sw-06", "reason": "x", "hours": 2},
                     signed_in=False)[0] == 401  # fmt: skip

@@ -1,0 +1,124 @@
+"""The collector's web side assembled: the readiness board and everything the HTTP server serves.
+
+    FleetView       fed by the ingest thread with every spooled batch (`observe`)
+    AssignmentStore the sign-out sheet, beside the alert state (`board.assignments_path`)
+    Audit           every change and login as an `audit` point, through the spool
+    BoardService    verdicts and changes; its `tick` raises overdue sign-outs
+    routes          health, alerts, silences (api/v1 and the old paths), the board's API,
+                    the pages, /metrics, behind the gate (logins, Host, CSRF)
+
+`Web.start()` returns its undo, like every part of the collector. The view is refilled
+from InfluxDB in the background at start (best effort: devices appear as they report).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from fleet.daemon import wire
+from fleet.daemon.board.assignments import AssignmentStore
+from fleet.daemon.board.audit import Audit
+from fleet.daemon.board.fleetview import FleetView
+from fleet.daemon.board.seed import seed_from_influx
+from fleet.daemon.board.service import BoardService
+from fleet.daemon.collector import schema
+from fleet.daemon.collector.http import HttpApi, alerts_json, collector_routes
+from fleet.daemon.collector.http.api_v1 import add_board_routes
+from fleet.daemon.collector.http.counters import event_counts
+from fleet.daemon.collector.http.pages import add_page_routes
+from fleet.daemon.collector.metrics import metrics_route
+from fleet.daemon.collector.parts import CollectorParts
+from fleet.daemon.supervisor import supervise
+
+_LOG = logging.getLogger(__name__)
+
+TICK_S = 15.0  # how often overdue sign-outs are looked for: a minute's resolution is plenty
+
+
+class Web:
+    def __init__(self, collector: CollectorParts, clock_ms: Callable[[], int]) -> None:
+        settings = collector.settings
+        self._settings = settings
+        self._clock_ms = clock_ms
+        self.view = FleetView(settings)
+        board = settings.board
+        self.store = AssignmentStore(
+            board.assignments_file(settings.alerts.state_path),
+            fsync=settings.spool.fsync,
+            max_signout_hours=board.max_signout_hours,
+            tz=ZoneInfo(settings.alerts.timezone),
+        )
+        self.audit = Audit(
+            collector.spool, collector.writer.notify, site=settings.site.id, schema=schema
+        )
+        alerts = collector.alerts
+        self.board = BoardService(
+            settings,
+            view=self.view,
+            store=self.store,
+            audit=self.audit,
+            clock_ms=clock_ms,
+            alerts=alerts,
+            inject=alerts.inject if alerts is not None else None,
+        )
+        router = collector_routes(
+            health=collector.health,
+            alerts=(lambda: alerts_json(alerts.engine.alerts(firing_only=True)))
+            if alerts is not None
+            else None,
+            acknowledge=alerts.acknowledge if alerts is not None else None,
+            silences=alerts,
+        )
+        add_board_routes(router, self.board)
+        add_page_routes(router, site_names=self.board.site_names, timezone=settings.alerts.timezone)
+        router.get(
+            "/metrics",
+            metrics_route(
+                collector,
+                verdicts=self.board.verdicts,
+                http_counts=lambda: event_counts(self.http.counters()),
+            ),
+        )
+        self.http = HttpApi.from_settings(
+            settings.http,
+            router,
+            session_key_file=settings.http.session_key_file(settings.spool.path),
+            on_audit=self._audit_session,
+        )
+
+    def observe(self, readings: list[wire.DecodedReading]) -> None:
+        """On the ingest thread, once the batch is on disk: heard now, on our own clock."""
+        self.view.observe(readings, self._clock_ms())
+
+    def _audit_session(self, user: str, action: str, detail: str) -> None:
+        self.audit.record(user, action, "session", detail, self._clock_ms())
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_S):
+            self.board.tick(self._clock_ms())
+
+    def _seed(self) -> None:
+        started = time.monotonic()
+        fed = seed_from_influx(self.view, self._settings)
+        _LOG.info(
+            "board: %d readings of the last %g h from InfluxDB in %.1f s",
+            fed,
+            self._settings.board.history_hours,
+            time.monotonic() - started,
+        )
+
+    def start(self, on_give_up: Callable[[str], None]) -> Callable[[], None]:
+        threading.Thread(target=self._seed, name="board-seed", daemon=True).start()
+        stop_tick = supervise("board", self._tick, on_give_up=on_give_up)
+        stop_http = self.http.start()
+
+        def undo() -> None:
+            stop_http()
+            stop_tick(5.0)
+            self.store.close()
+
+        return undo
