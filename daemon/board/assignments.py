@@ -180,9 +180,10 @@ class AssignmentStore:
             )
             self._alerted[a.device] = a.out_ms
 
-    def was_alerted(self, device: str) -> bool:
+    def alerted(self) -> set[str]:
+        """Devices whose overdue alert is raised and not yet resolved by a sign-in."""
         with self._lock:
-            return device in self._alerted
+            return set(self._alerted)
 
     def history(
         self, *, device: str | None = None, since_ms: int | None = None, limit: int = 200

@@ -151,7 +151,7 @@ class BoardService:
     def sign_in(self, device: str, *, by: str, note: str = "") -> Assignment:
         with self._lock:
             now = self._clock_ms()
-            alerted = self.store.was_alerted(device)
+            alerted = device in self.store.alerted()
             a = self.store.sign_in(device, by=by, now_ms=now, note=note)
             found = self.view.device(device)
             site = found.site if found is not None else self.settings.site.id
@@ -196,6 +196,16 @@ class BoardService:
                     _LOG.error("overdue sign-out of %s not alerted yet: %s", a.device, exc.message)
                     continue
                 self._inject([self._overdue_event(a, Action.FIRE, now_ms)])
+
+    def open_alerts(self) -> list[AlertSnapshot]:
+        """The overdue warnings raised and not resolved yet (the alert engine does not hold
+        them): listed with its own alerts by the API."""
+        current, now = self.store.current(), self._clock_ms()
+        return [
+            self._overdue_event(current[d], Action.FIRE, now).alert
+            for d in sorted(self.store.alerted())
+            if d in current
+        ]
 
     def _overdue_event(self, a: Assignment, action: Action, now_ms: int) -> AlertEvent:
         found = self.view.device(a.device)

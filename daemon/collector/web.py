@@ -67,7 +67,11 @@ class Web:
         )
         router = collector_routes(
             health=collector.health,
-            alerts=(lambda: alerts_json(alerts.engine.alerts(firing_only=True)))
+            alerts=(
+                lambda: alerts_json(
+                    [*alerts.engine.alerts(firing_only=True), *self.board.open_alerts()]
+                )
+            )
             if alerts is not None
             else None,
             acknowledge=alerts.acknowledge if alerts is not None else None,
