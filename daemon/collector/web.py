@@ -24,9 +24,9 @@ from fleet.daemon.board.assignments import AssignmentStore
 from fleet.daemon.board.audit import Audit
 from fleet.daemon.board.fleetview import FleetView
 from fleet.daemon.board.seed import seed_from_influx
-from fleet.daemon.board.service import BoardService
+from fleet.daemon.board.service import OVERDUE_RULE, BoardService
 from fleet.daemon.collector import schema
-from fleet.daemon.collector.http import HttpApi, alerts_json, collector_routes
+from fleet.daemon.collector.http import HttpApi, Refused, alerts_json, collector_routes
 from fleet.daemon.collector.http.api_v1 import add_board_routes
 from fleet.daemon.collector.http.counters import event_counts
 from fleet.daemon.collector.http.pages import add_page_routes
@@ -55,7 +55,7 @@ class Web:
         self.audit = Audit(
             collector.spool, collector.writer.notify, site=settings.site.id, schema=schema
         )
-        alerts = collector.alerts
+        alerts = self._alerts = collector.alerts
         self.board = BoardService(
             settings,
             view=self.view,
@@ -74,8 +74,9 @@ class Web:
             )
             if alerts is not None
             else None,
-            acknowledge=alerts.acknowledge if alerts is not None else None,
+            acknowledge=self._acknowledge if alerts is not None else None,
             silences=alerts,
+            audit=self._audit,
         )
         add_board_routes(router, self.board)
         add_page_routes(router, site_names=self.board.site_names, timezone=settings.alerts.timezone)
@@ -100,6 +101,29 @@ class Web:
 
     def _audit_session(self, user: str, action: str, detail: str) -> None:
         self.audit.record(user, action, "session", detail, self._clock_ms())
+
+    def _audit(self, user: str, action: str, target: str, detail: str) -> None:
+        self.audit.record(user, action, target, detail, self._clock_ms())
+
+    def _acknowledge(self, device: str, rule: str, by: str) -> None:
+        """Only an open alert can be acknowledged; a wrong one is refused with what is open."""
+        alerts = self._alerts
+        assert alerts is not None
+        if rule == OVERDUE_RULE and device in self.store.alerted():
+            raise Refused(
+                409,
+                f"the overdue sign-out of {device} ends when it is signed in "
+                f"(POST /api/v1/assignments/{device}/return); it has no acknowledgement",
+            )
+        firing = {(a.device, str(a.rule)) for a in alerts.engine.alerts(firing_only=True)}
+        if (device, rule) not in firing:
+            open_here = sorted(r for d, r in firing if d == device)
+            raise Refused(
+                404,
+                f"no open alert {rule} for {device}"
+                + (f"; open: {', '.join(open_here)}" if open_here else "; it has none open"),
+            )
+        alerts.acknowledge(device, rule, by)
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(TICK_S):

@@ -14,7 +14,8 @@ collector answers HTTP/1.0) and timed from connect to the last byte of the body:
   seconds; this is many boards' worth);
 - boards: `--clients` (4) clients doing that at once.
 
-Then the page weight: `GET /` and every local file it names (src=, href=), as served.
+Then the page weight: `GET /` and every local file it loads (script src, link href, img src),
+as served.
 Target: p99 of the board's request <= 50 ms; page weight <= 200 kB. Prints the figures with
 their targets and a markdown table; exits non-zero only when the bench itself fails (a server
 that does not start, the collector exiting, the board never listing the devices).
@@ -52,7 +53,11 @@ from tests.harness.servers import InfluxServer, MosquittoServer
 TARGET_P99_MS = 50.0
 TARGET_PAGE_BYTES = 200_000
 PAUSE_S = 0.02  # between one client's requests
-_ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"'#]+)["']""", re.IGNORECASE)
+# What the page loads (scripts, stylesheets, icons, images), not where its links lead: an
+# <a href="/login"> is another page, fetched only if someone follows it.
+_ASSET = re.compile(
+    r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)\s*=\s*["']([^"'#]+)["']""", re.IGNORECASE
+)
 
 
 def free_port() -> int:
@@ -121,7 +126,7 @@ def wait_for_devices(port: int, count: int, collector: CollectorProcess, timeout
 
 
 def page_weight(port: int) -> tuple[int, list[tuple[str, int]]]:
-    """`/` and every same-origin file it names, as served: (total bytes, [(path, bytes)])."""
+    """`/` and every same-origin file it loads, as served: (total bytes, [(path, bytes)])."""
     status, html, _ = get(port, "/")
     if status != 200:
         raise RuntimeError(f"GET / answered {status}")

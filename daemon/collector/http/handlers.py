@@ -28,6 +28,12 @@ from fleet.daemon.collector.http.models import (
 from fleet.daemon.collector.http.router import Refused, Request, Response, Router
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
+Audit = Callable[[str, str, str, str], None]
+"""audit(user, action, target, detail): a change made, for the audit trail."""
+
+
+def _no_audit(user: str, action: str, target: str, detail: str) -> None:
+    return None
 
 
 class SilenceApi(Protocol):
@@ -53,8 +59,10 @@ def collector_routes(
     alerts: Callable[[], list[dict[str, object]]] | None,
     acknowledge: Callable[[str, str, str], None] | None,
     silences: SilenceApi | None = None,
+    audit: Audit = _no_audit,
 ) -> Router:
-    """The route table; a part the collector runs without (no alert engine) is not routed: 404."""
+    """The route table; a part the collector runs without (no alert engine) is not routed: 404.
+    Every change made is handed to `audit` once it is taken."""
     router = Router()
 
     def healthz(request: Request) -> Response:
@@ -66,9 +74,11 @@ def collector_routes(
         if alerts is not None:
             router.get(f"{prefix}/alerts", lambda request: Response.json(200, alerts()))
         if acknowledge is not None:
-            router.post(f"{prefix}/alerts/{{device:id}}/{{rule:id}}/ack", _ack_route(acknowledge))
+            router.post(
+                f"{prefix}/alerts/{{device:id}}/{{rule:id}}/ack", _ack_route(acknowledge, audit)
+            )
         if silences is not None:
-            _silence_routes(router, silences, prefix)
+            _silence_routes(router, silences, prefix, audit)
     return router
 
 
@@ -79,19 +89,22 @@ def author(request: Request) -> str:
     return request.user
 
 
-def _ack_route(acknowledge: Callable[[str, str, str], None]) -> Callable[[Request], Response]:
+def _ack_route(
+    acknowledge: Callable[[str, str, str], None], audit: Audit
+) -> Callable[[Request], Response]:
     def ack(request: Request) -> Response:
         device, rule = request.text("device"), request.text("rule")
         by = author(request)
         content_type = request.headers.get("Content-Type", "")
         parse(AckRequest, form_or_json(request.read_body() or b"{}", content_type))
         acknowledge(device, rule, by)
+        audit(by, "acknowledge", f"{device}/{rule}", "")
         return Response.json(202, {"accepted": True, "device": device, "rule": rule, "by": by})
 
     return ack
 
 
-def _silence_routes(router: Router, silences: SilenceApi, prefix: str) -> None:
+def _silence_routes(router: Router, silences: SilenceApi, prefix: str, audit: Audit) -> None:
     def add(request: Request) -> Response:
         by = author(request)
         body = parse(SilenceRequest, json_object(request.read_body() or b"{}"))
@@ -106,13 +119,16 @@ def _silence_routes(router: Router, silences: SilenceApi, prefix: str) -> None:
             )
         except ValueError as exc:  # judged against the alert engine's clock: past, too far
             raise Refused(400, str(exc)) from None
+        target = "/".join(part or "*" for part in (body.device, body.rule))
+        audit(by, "silence", target, f"{body.reason} until {silence.get('until')}")
         return Response.json(201, silence)
 
     def remove(request: Request) -> Response:
-        author(request)
+        by = author(request)
         silence_id = request.number("silence")
         if not silences.remove_silence(silence_id):
             raise Refused(404, f"no silence {silence_id}")
+        audit(by, "end_silence", str(silence_id), "")
         return Response.json(200, {"removed": silence_id})
 
     router.get(f"{prefix}/silences", lambda request: Response.json(200, silences.list_silences()))

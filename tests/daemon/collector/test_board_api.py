@@ -162,7 +162,9 @@ def test_an_overdue_sign_out_raises_a_warning_that_the_sign_in_resolves(
         alerts.close()
 
 
-def test_old_alert_paths_answer_as_v1_and_metrics_count_the_board(settings, mqtt_broker):
+def test_old_alert_paths_answer_as_v1_acks_are_audited_and_metrics_count_the_board(
+    settings, mqtt_broker, influx, tmp_db
+):
     with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
         port = collector.web.http.port
         pub.publish(_topic("sw-05"), telemetry("sw-05", 1, int(time.time() * 1000), pct=4))
@@ -172,9 +174,31 @@ def test_old_alert_paths_answer_as_v1_and_metrics_count_the_board(settings, mqtt
         assert call(port, "/alerts")[1] == firing
         assert call(port, "/silences")[1] == call(port, "/api/v1/silences")[1] == []
 
+        wrong = call(port, "/api/v1/alerts/sw-05/overtemp/ack", {})
+        assert wrong == (404, {"error": "no open alert overtemp for sw-05; open: battery_critical"})
+        assert call(port, "/api/v1/alerts/sw-05/battery_critical/ack", {})[0] == 202
+        status, silence = call(
+            port, "/api/v1/silences", {"device": "sw-05", "hours": 2, "reason": "in repair"}
+        )
+        assert status == 201
+        audit = wait_until(
+            lambda: (
+                [
+                    (p["action"], p["user"], p["target"])
+                    for p in influx.rows("SELECT * FROM audit", tmp_db)
+                ]
+                == [("acknowledge", USER, "sw-05/battery_critical"), ("silence", USER, "sw-05/*")]
+            ),
+            timeout=15,
+            message="the acknowledgement and the silence audited",
+        )
+        assert audit
+        assert silence["reason"] == "in repair"
+
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = answer.read().decode()
-        assert 'fleet_devices{site="allingtown",state="low"} 1' in text
-        assert 'fleet_devices{site="allingtown",state="ready"} 0' in text
+        # A device-wide silence is "in repair": out of service on the board.
+        assert 'fleet_devices{site="allingtown",state="out_of_service"} 1' in text
+        assert 'fleet_devices{site="allingtown",state="low"} 0' in text
         assert "fleet_http_events_total" in text
