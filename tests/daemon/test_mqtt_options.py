@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fleet.config import FleetSettings, load_settings
 from fleet.daemon.collector.app import Collector
+from tests.harness.certs import make_pki
 from tests.harness.fleet import publisher, running_collector, telemetry, write_config
 from tests.harness.process import free_port
 from tests.harness.servers import MosquittoServer
@@ -51,56 +46,12 @@ def test_mqtt_3_1_1_keeps_the_session_across_a_collector_restart(
         )
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it (PEM files)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def _tls_setup(
     tmp_path: Path, make_broker: Any, influx: Any, database: str, *, trusted_ca: Path | None = None
 ) -> tuple[MosquittoServer, FleetSettings]:
     """A broker with a TLS listener (certificate signed by a test CA), and collector settings
     that reach it over TLS trusting `trusted_ca` (default: that same CA)."""
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = make_pki(tmp_path)
     tls_port = free_port()
     broker = make_broker(
         extra_config=f"listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
@@ -128,7 +79,7 @@ def test_readings_arrive_over_tls(tmp_path, make_broker, influx, tmp_db):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_tls_refuses_a_broker_it_cannot_verify(tmp_path, make_broker, influx, tmp_db):
     (tmp_path / "other").mkdir()
-    other_ca, _, _ = _certificates(tmp_path / "other")
+    other_ca, _, _ = make_pki(tmp_path / "other")
     _, settings = _tls_setup(tmp_path, make_broker, influx, tmp_db, trusted_ca=other_ca)
     collector = Collector(settings)
     undo = collector.start()
