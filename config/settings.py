@@ -20,6 +20,7 @@ from fleet.config.agent import AgentSettings
 from fleet.config.alerts import AlertSettings
 from fleet.config.base import KindStr, Loc, raise_problems
 from fleet.config.board import BoardSettings
+from fleet.config.broker import AgentRegistration, BrokerSettings
 from fleet.config.collector import CollectorSettings, HttpSettings, SpoolSettings
 from fleet.config.devices import DeviceConfig, SiteSettings
 from fleet.config.influx import InfluxSettings
@@ -95,6 +96,16 @@ class FleetSettings(BaseSettings):
         description="The device registry: names, sites and OwnTracks identities of known "
         "devices. Devices not listed are still accepted.",
     )
+    agents: list[AgentRegistration] = Field(
+        default_factory=list,
+        description="The agents the collector trusts, each with its site and devices. When "
+        "any is listed, availability from an agent not listed is ignored (and counted); a "
+        "generated broker lets each write only its own devices' topics.",
+    )
+    broker: BrokerSettings = Field(
+        default_factory=BrokerSettings,
+        description="The Mosquitto configuration `fleet broker-config` writes.",
+    )
 
     @field_validator("kinds")
     @classmethod
@@ -137,8 +148,49 @@ class FleetSettings(BaseSettings):
                         )
                     )
                 pairs.setdefault(device.owntracks, index)
+        problems += self._agent_problems(ids)
         raise_problems(problems)
         return self
+
+    def _agent_problems(self, devices: dict[str, int]) -> list[tuple[Loc, str]]:
+        problems: list[tuple[Loc, str]] = []
+        agents: dict[str, int] = {}
+        owner: dict[str, int] = {}
+        for index, agent in enumerate(self.agents):
+            if agent.id in agents:
+                problems.append(
+                    (
+                        ("agents", index, "id"),
+                        f"duplicate agent id (also agents[{agents[agent.id]}])",
+                    )
+                )
+            agents.setdefault(agent.id, index)
+            site = agent.site or self.site.id
+            for n, device in enumerate(agent.devices):
+                where: Loc = ("agents", index, "devices", n)
+                if device not in devices:
+                    problems.append((where, f"'{device}' is not in the device registry"))
+                elif device in owner:
+                    problems.append(
+                        (where, f"'{device}' is already read by agents[{owner[device]}]")
+                    )
+                elif self.device_site(device) != site:
+                    problems.append(
+                        (
+                            where,
+                            f"'{device}' belongs to site '{self.device_site(device)}', "
+                            f"the agent to '{site}'",
+                        )
+                    )
+                owner.setdefault(device, index)
+        return problems
+
+    def agent_site(self, agent_id: str) -> str | None:
+        """The site of a registered agent; None when it is not registered."""
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent.site or self.site.id
+        return None
 
     def device_site(self, device_id: str) -> str:
         """The site of a device: its registry entry's site, else this installation's site."""

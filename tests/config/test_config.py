@@ -110,6 +110,8 @@ def test_the_model_walk_finds_every_section() -> None:
         "NotifySettings",
         "BoardSettings",
         "KindReadiness",
+        "BrokerSettings",
+        "AgentRegistration",
     }
 
 
@@ -447,6 +449,27 @@ BROKEN = [
         {},
         ["{src}: devices[2].id: duplicate device id 'sw-01' (devices[0] and devices[2])"],
         id="duplicate-device",
+    ),
+    pytest.param(
+        '[[devices]]\nid = "sw-01"\nkind = "segway"\n[[devices]]\nid = "sw-02"\nkind = "segway"\n'
+        'site = "westhaven"\n'
+        '[[agents]]\nid = "dock-a"\ndevices = ["sw-01", "sw-09"]\n'
+        '[[agents]]\nid = "dock-a"\ndevices = ["sw-01", "sw-02"]\n',
+        {},
+        [
+            "{src}: agents[0].devices[1]: 'sw-09' is not in the device registry",
+            "{src}: agents[1].id: duplicate agent id (also agents[0])",
+            "{src}: agents[1].devices[0]: 'sw-01' is already read by agents[0]",
+            "{src}: agents[1].devices[1]: 'sw-02' belongs to site 'westhaven', the agent to "
+            "'allingtown'",
+        ],
+        id="agents",
+    ),
+    pytest.param(
+        "[broker]\ntls = true\ncertfile = 'broker.pem'\n",
+        {},
+        ["{src}: broker.keyfile: needed when broker.tls is true"],
+        id="broker-tls-without-key",
     ),
     pytest.param(
         '[[devices]]\nid = "hh-01"\nkind = "handheld"\nowntracks = "amy/phone"\n'

@@ -1,0 +1,110 @@
+"""The Mosquitto broker that `fleet broker-config` generates, and the agents it lets in.
+
+The broker's users and rights are derived from the registry, never written by hand: the
+collector (`mqtt.username`), each agent in `[[agents]]` (its own devices only), each OwnTracks
+user named by a device's `owntracks = "user/device"`, and the `ack_users`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from fleet.config.base import IdStr, Loc, StrictModel, raise_problems
+
+
+class AgentRegistration(StrictModel):
+    """One agent the collector and the broker trust: its id, its site and the devices it reads."""
+
+    id: IdStr = Field(
+        description="The agent's id (`agent.id` in its own configuration): its availability "
+        "topic and, on a generated broker, its user name."
+    )
+    site: IdStr | None = Field(
+        default=None, description="The site it publishes for; unset means `site.id`."
+    )
+    devices: list[IdStr] = Field(
+        default_factory=list,
+        description="Ids of the registered devices ([[devices]]) whose telemetry and "
+        "availability it may publish; on a generated broker, nothing else.",
+    )
+
+
+class BrokerSettings(StrictModel):
+    """The Mosquitto configuration `fleet broker-config` writes (mosquitto.conf, acl, passwords)."""
+
+    bind: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        pattern=r"^\S+$",
+        description="Address the listener binds: 127.0.0.1 for agents on this machine only, "
+        "the station LAN's address (or 0.0.0.0) when agents or phones connect from elsewhere.",
+    )
+    port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="Listener port (8883 is the usual one with TLS).",
+    )
+    tls: bool = Field(
+        default=False,
+        description="Serve TLS only on the listener (needs certfile and keyfile). Off means "
+        "passwords cross the network in clear: keep bind on 127.0.0.1 then.",
+    )
+    cafile: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) clients are told to trust; written to the "
+        "configuration for clients that present certificates.",
+    )
+    certfile: Path | None = Field(default=None, description="The broker's certificate (PEM).")
+    keyfile: Path | None = Field(
+        default=None, description="The broker's private key (PEM), readable by mosquitto only."
+    )
+    persistence_location: Path = Field(
+        default=Path("/var/lib/mosquitto/"),
+        description="Where Mosquitto keeps its database: the sessions and the messages queued "
+        "for a client that is away (the collector while it restarts).",
+    )
+    autosave_interval_s: int = Field(
+        default=30,
+        ge=1,
+        le=86400,
+        description="How often Mosquitto saves its database. A broker that crashes (not a "
+        "clean stop) loses what was queued since the last save: shorter is safer, longer is "
+        "less disk work.",
+    )
+    max_queued_messages: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="QoS 1 messages queued for one client that is away, 0 = no limit. "
+        "Mosquitto's own default (1000) would drop a few minutes of a fleet's readings "
+        "while the collector restarts; 1,000,000 is ~17 min of 1,000 devices at 1 Hz, and "
+        "the agents' outboxes keep the rest.",
+    )
+    max_queued_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes queued for one client that is away, 0 = no limit (the message count "
+        "bounds it).",
+    )
+    persistent_client_expiration: str = Field(
+        default="7d",
+        pattern=r"^[1-9][0-9]*[hdwmy]$",
+        description="How long Mosquitto keeps the session of an MQTT 3.1.1 client that is away "
+        "(MQTT 5 clients choose their own expiry: the collector's `mqtt.session_expiry_s`).",
+    )
+    ack_users: list[IdStr] = Field(
+        default_factory=list,
+        description="Broker users that may acknowledge alerts over MQTT (any site). Nobody "
+        "else may publish an acknowledgement; the board's API needs no broker user.",
+    )
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> BrokerSettings:
+        missing = [name for name in ("certfile", "keyfile") if getattr(self, name) is None]
+        problems: list[tuple[Loc, str]] = [
+            ((name,), "needed when broker.tls is true") for name in missing if self.tls
+        ]
+        raise_problems(problems)
+        return self
