@@ -8,9 +8,9 @@ the primary key makes a double sign-out impossible even if a check were wrong) a
 append-only `event` table holds every change with who made it and when; each change
 writes both in one transaction, so the history is never behind the state.
 
-One lock serialises the HTTP threads' changes; the current state is mirrored in memory
-(the board reads it on every request: 1,000 devices must not cost a query each). Refusals are `SignOutRefused` with a sentence a person can act
-on: 400 for a bad value, 409 for a rule, 503 when the file cannot be written.
+One lock serialises changes; the current state is mirrored in memory (read on every request).
+Refusals are `SignOutRefused` with a sentence a person can act on: 400 for a bad value,
+409 for a rule, 503 when the file cannot be written.
 """
 
 from __future__ import annotations
@@ -252,7 +252,10 @@ class AssignmentStore:
                 raise SignOutRefused(409, blocked)
             self._commit(
                 [
-                    ("INSERT INTO signed_out VALUES (?, ?, ?, ?, ?, ?)", (*_row(a),)),
+                    (
+                        "INSERT INTO signed_out VALUES (?, ?, ?, ?, ?, ?)",
+                        (a.device, a.officer, a.out_ms, a.due_ms, a.by, a.note),
+                    ),
                     _event(now_ms, device, "sign_out", by, officer, now_ms, due_ms, None, note),
                 ]
             )
@@ -360,10 +363,6 @@ class AssignmentStore:
             f"{mark.device} {head} out of service since {self._when(mark.since_ms, now_ms)} "
             f"(by {mark.by}): {mark.reason}; return it to service first"
         )
-
-
-def _row(a: Assignment) -> tuple[str, str, int, int, str, str]:
-    return (a.device, a.officer, a.out_ms, a.due_ms, a.by, a.note)
 
 
 def _event(
