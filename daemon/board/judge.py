@@ -18,6 +18,8 @@ disk. The precedence (first match wins):
 
 What the shift needs: max(min_ready_pct, drain * shift_hours + reserve_pct), at most 100 %,
 with the device's own learned drain when there is enough history, else its kind's default.
+Runtime (handhelds) is charge / drain; range (vehicles) is the kind's full range scaled by
+the same drain against the default, capped by the range the vehicle reports.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def judge(facts: DeviceFacts, settings: BoardSettings, now_ms: int, *, tz: tzinf
     charging = latest.charging is True or (latest.charging is None and latest.state == "charging")
     age_ms = now_ms - latest.ts_ms
     stale = age_ms > kind.expected_silence_s * 1000
-    range_km = _range(latest, kind, pct)
+    range_km = _range(latest, kind, pct, est.drain)
     runtime_h = None if pct is None or kind.measure != "runtime" else pct / est.drain
     # Built once at the end: a 1,000-device board judges every device on every request.
     known: dict[str, Any] = {
@@ -168,14 +170,18 @@ def _out_of_service_reason(facts: DeviceFacts, latest: Latest) -> str | None:
     return None
 
 
-def _range(latest: Latest, kind: KindReadiness, pct: float | None) -> float | None:
+def _range(latest: Latest, kind: KindReadiness, pct: float | None, drain: float) -> float | None:
+    """The kind's full range scaled by how fast this device drains against the kind's default
+    (one that drains 1.5 times as fast goes 2/3 as far); never more than the vehicle itself
+    reports, so the board is never the optimistic one."""
     if kind.measure != "range":
         return None
-    if latest.range_km is not None:
-        return latest.range_km
-    if pct is None or kind.full_range_km is None:
-        return None
-    return pct / 100.0 * kind.full_range_km
+    own = None
+    if pct is not None and kind.full_range_km is not None:
+        own = pct / 100.0 * kind.full_range_km * kind.default_drain_pct_per_h / drain
+    if latest.range_km is None:
+        return own
+    return latest.range_km if own is None else min(own, latest.range_km)
 
 
 def _left(range_km: float | None, runtime_h: float | None) -> str:

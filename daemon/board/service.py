@@ -11,6 +11,7 @@ sign-out even across restarts, and resolves it when the device is signed back in
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -35,6 +36,8 @@ from fleet.daemon.board.model import (
     Verdict,
     sort_key,
 )
+from fleet.daemon.board.render import verdict_json
+from fleet.daemon.board.snapshots import Snapshots
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class BoardService:
         self.site_names = settings.site.names()
         self._overdue_raised: dict[str, Assignment] = {}
         self._lock = threading.Lock()  # changes are judged and recorded one at a time
+        self.snapshots = Snapshots(self._devices_json)  # the list as served, shared
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -87,6 +91,13 @@ class BoardService:
         if facts is None:
             return None
         return judge(facts, self.settings.board, now, tz=self.tz), facts
+
+    def _devices_json(self, site: str | None) -> bytes:
+        now = self._clock_ms()
+        items = [
+            verdict_json(v, now_ms=now, site_names=self.site_names) for v in self.verdicts(site)
+        ]
+        return json.dumps(items, ensure_ascii=False).encode("utf-8", "replace")
 
     def sites(self) -> list[dict[str, object]]:
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -146,6 +157,7 @@ class BoardService:
             )
             self.audit.assignment("out", a, verdict.site, now, kind=verdict.kind)
             self.audit.record(by, "sign_out", device, f"to {officer}", now)
+            self.snapshots.changed()
             return a
 
     def sign_in(self, device: str, *, by: str, note: str = "") -> Assignment:
@@ -158,6 +170,7 @@ class BoardService:
             kind = found.kind if found is not None else None
             self.audit.assignment("in", a, site, now, kind=kind, by=by)
             self.audit.record(by, "sign_in", device, f"from {a.officer}", now)
+            self.snapshots.changed()
             if alerted and self._inject is not None:
                 self._inject([self._overdue_event(a, Action.RESOLVE, now)])
         return a
@@ -169,6 +182,7 @@ class BoardService:
             now = self._clock_ms()
             mark = self.store.mark_out_of_service(device, reason=reason, by=by, now_ms=now)
             self.audit.record(by, "out_of_service", device, reason, now)
+            self.snapshots.changed()
             return mark
 
     def return_to_service(self, device: str, *, by: str) -> None:
@@ -176,6 +190,7 @@ class BoardService:
             now = self._clock_ms()
             self.store.return_to_service(device, by=by, now_ms=now)
             self.audit.record(by, "return_to_service", device, "", now)
+            self.snapshots.changed()
 
     def _site(self, device: str) -> str:
         found = self.view.device(device)

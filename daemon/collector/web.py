@@ -36,7 +36,8 @@ from fleet.daemon.supervisor import supervise
 
 _LOG = logging.getLogger(__name__)
 
-TICK_S = 15.0  # how often overdue sign-outs are looked for: a minute's resolution is plenty
+TICK_S = 1.0  # the watched device lists are refreshed this often
+OVERDUE_EVERY = 15  # ticks between looks for overdue sign-outs: a minute's resolution is plenty
 
 
 class Web:
@@ -126,8 +127,12 @@ class Web:
         alerts.acknowledge(device, rule, by)
 
     def _tick(self, stop: threading.Event) -> None:
+        turns = 0
         while not stop.wait(TICK_S):
-            self.board.tick(self._clock_ms())
+            self.board.snapshots.refresh()
+            if turns % OVERDUE_EVERY == 0:
+                self.board.tick(self._clock_ms())
+            turns += 1
 
     def _seed(self) -> None:
         started = time.monotonic()

@@ -65,14 +65,23 @@ def _history(samples: tuple[Sample, ...]) -> list[list[object]]:
     return [[iso(s.ts_ms), round(s.pct, 1), s.charging] for s in samples]
 
 
+def _takes_gzip(accept_encoding: str) -> bool:
+    """Whether the client accepts gzip (`gzip` or `*`, without `q=0`)."""
+    for part in accept_encoding.lower().split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip()
+            return not (params.strip().startswith("q=") and q in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
 def add_board_routes(router: Router, board: BoardService) -> None:
     def devices(request: Request) -> Response:
-        site = _site(request, board)
-        now = board.now_ms()
-        items = [
-            verdict_json(v, now_ms=now, site_names=board.site_names) for v in board.verdicts(site)
-        ]
-        return Response.json(200, items)
+        snapshot = board.snapshots.get(_site(request, board))
+        if _takes_gzip(request.headers.get("Accept-Encoding", "")):
+            headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+            return Response(200, snapshot.gzipped, headers=headers)
+        return Response(200, snapshot.body, headers={"Vary": "Accept-Encoding"})
 
     def device(request: Request) -> Response:
         found = board.verdict(request.text("device"))

@@ -94,10 +94,20 @@ def test_ready_shows_the_range_on_a_full_pack_scaled() -> None:
     assert v.full_at_ms is None
 
 
-def test_the_device_own_range_wins_over_the_kind_full_range() -> None:
+def test_the_vehicle_reported_range_caps_the_estimate_never_raises_it() -> None:
     v = verdict(segway(62, range_km=17.0))
     assert v.range_km == 17.0
     assert "about 17 km" in v.reason
+    assert verdict(segway(62, range_km=30.0)).range_km == pytest.approx(0.62 * 38)
+
+
+def test_range_follows_the_device_own_drain() -> None:
+    # 12.5 %/h is twice the segway's default 6.25 %/h: half the kind's range per percent.
+    v = verdict(replace(segway(90), history=draining(12.5, 3)))
+    assert v.estimate == "learned"
+    assert v.range_km == pytest.approx(0.90 * 38 / 2, rel=0.02)
+    gentle = verdict(replace(segway(90), history=draining(3.125, 3)))
+    assert gentle.range_km == pytest.approx(0.90 * 38 * 2, rel=0.02)
 
 
 def test_a_handheld_shows_runtime_from_its_drain() -> None:

@@ -5,6 +5,8 @@ alert paths still answering, and /metrics. Each route's rules alone: tests/daemo
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 import urllib.request
 from datetime import datetime
@@ -59,6 +61,13 @@ def test_devices_sign_out_and_back_with_points_in_influxdb(settings, mqtt_broker
         assert first["signed_out_to"] is None
         assert abs(_parse(str(first["last_seen"])) - (now - 5_000) / 1000) < 0.01
         assert (second["device"], second["state"]) == ("sw-06", "low")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/devices", headers={"Accept-Encoding": "gzip"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.headers["Content-Encoding"] == "gzip"
+            zipped = json.loads(gzip.decompress(answer.read()))
+        assert [(i["device"], i["state"]) for i in zipped] == [("sw-05", "ready"), ("sw-06", "low")]
         assert "35 % - below the 60 % a Segway needs for an 8-hour shift" in str(second["reason"])
 
         # Changes need a user; refusals are JSON with a reason.

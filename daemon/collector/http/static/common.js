@@ -152,7 +152,7 @@ const Fleet = (() => {
     if (item.range_km !== null && item.range_km !== undefined)
       return `about ${num(item.range_km, 0)} km range${guess}`;
     if (item.runtime_h !== null && item.runtime_h !== undefined)
-      return `about ${num(item.runtime_h, 1)} h runtime${guess}`;
+      return `about ${num(item.runtime_h, item.runtime_h >= 10 ? 0 : 1)} h runtime${guess}`;
     return null;
   }
 
