@@ -271,7 +271,7 @@ class Demo:
             f"  query it:      curl -G {self.influx.url}/query --data-urlencode db={DATABASE}"
             f' --data-urlencode "q={q}"'
         )
-        say(f"open alerts      curl http://{HTTP_BIND}/alerts")
+        say(f"open alerts      curl http://{HTTP_BIND}/api/v1/alerts")
         if shutil.which("mosquitto_sub"):
             say(
                 f"  as they change: mosquitto_sub -h 127.0.0.1 -p {MQTT_PORT} -t 'fleet/v1/+/alerts/#' -v"

@@ -32,12 +32,19 @@ _LOG = logging.getLogger(__name__)
 _TAGS = '"site", "kind", "device"'
 
 
+class _NothingYet(Exception):
+    """The database does not exist yet: nothing was ever written (a first start)."""
+
+
 def seed_from_influx(view: FleetView, settings: FleetSettings) -> int:
     """Feed the last `board.history_hours` from InfluxDB into `view`; readings fed (0 on
     failure, which is logged)."""
     try:
         results = _query(settings, _statements(settings))
         return _feed(view, results)
+    except _NothingYet as exc:  # a first start: the writer creates the database later
+        _LOG.info("board: nothing to refill from InfluxDB yet (%s)", exc)
+        return 0
     except Exception as exc:  # noqa: BLE001 - best effort: the board fills itself as devices report
         _LOG.warning("board: could not seed the history from InfluxDB (%s)", _safe(exc))
         return 0
@@ -76,15 +83,40 @@ def _query(settings: FleetSettings, statements: list[str]) -> list[dict[str, Any
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=influx.timeout_s))
     try:
-        response = http.request(
-            "POST",
-            f"{influx.url.rstrip('/')}/query",
-            fields={"q": "; ".join(statements), "db": influx.database, "epoch": "ms"},
-            encode_multipart=False,
-            headers=headers,
-        )
+        decoded = _ask(http, settings, headers, "; ".join(statements))
+        results = decoded.get("results", [])
+        errors = [str(r["error"]) for r in results if isinstance(r, dict) and r.get("error")]
+        if errors:
+            # A failed statement stops the rest, which only say "not executed"; so does a
+            # missing database or retention policy, with nothing else to tell: ask which.
+            real = [e for e in errors if e != "not executed"]
+            if not real:
+                show = f"SHOW RETENTION POLICIES ON {_ident(influx.database)}"
+                answer = _ask(http, settings, headers, show).get("results", [{}])[0]
+                if str(answer.get("error", "")).startswith("database not found"):
+                    raise _NothingYet(f"database {influx.database!r} not found")
+            raise RuntimeError(
+                real[0]
+                if real
+                else f"query not executed: does the retention policy "
+                f"{influx.retention_policy!r} exist in {influx.database!r}?"
+            )
     finally:
         http.clear()
+    return [r for r in results if isinstance(r, dict)]
+
+
+def _ask(
+    http: urllib3.PoolManager, settings: FleetSettings, headers: dict[str, str], q: str
+) -> dict[str, Any]:
+    influx = settings.influx
+    response = http.request(
+        "POST",
+        f"{influx.url.rstrip('/')}/query",
+        fields={"q": q, "db": influx.database, "epoch": "ms"},
+        encode_multipart=False,
+        headers=headers,
+    )
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}: {response.data[:200]!r}")
     decoded = json.loads(response.data)
@@ -92,19 +124,7 @@ def _query(settings: FleetSettings, statements: list[str]) -> list[dict[str, Any
         raise RuntimeError("unexpected reply")
     if decoded.get("error"):
         raise RuntimeError(str(decoded["error"]))
-    results = decoded.get("results", [])
-    errors = [str(r["error"]) for r in results if isinstance(r, dict) and r.get("error")]
-    if errors:
-        # A failed statement stops the rest, which only say "not executed"; so does a
-        # missing retention policy, with nothing else to tell.
-        real = [e for e in errors if e != "not executed"]
-        raise RuntimeError(
-            real[0]
-            if real
-            else f"query not executed: do database {influx.database!r} and retention policy "
-            f"{influx.retention_policy!r} exist?"
-        )
-    return [r for r in results if isinstance(r, dict)]
+    return decoded
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[dict[str, str], dict[str, Any]]]:

@@ -15,6 +15,16 @@ from pydantic import field_validator, model_validator
 from fleet.daemon import wire
 from fleet.daemon.collector.http.models import _Body, _fail, one_line
 
+
+def _within(field: str, value: str, limit: int) -> str:
+    """One line of text (control characters as spaces); longer than `limit` is refused rather
+    than cut: a name on the sign-out sheet is a record, and a cut one names someone else."""
+    text = one_line(value, limit + 1)
+    if len(text) > limit:
+        raise ValueError(f'"{field}" is longer than {limit} characters')
+    return text
+
+
 MAX_SIGNOUT_HOURS = 7 * 24  # a hard ceiling; board.max_signout_hours is the site's own
 
 
@@ -55,12 +65,12 @@ class SignOutRequest(_Body):
     @field_validator("officer")
     @classmethod
     def _officer(cls, value: str) -> str:
-        return one_line(value, 64) or _fail(cls.MISSING["officer"])
+        return _within("officer", value, 64) or _fail(cls.MISSING["officer"])
 
     @field_validator("note")
     @classmethod
     def _note(cls, value: str) -> str:
-        return one_line(value, 200)
+        return _within("note", value, 200)
 
     @field_validator("hours")
     @classmethod
@@ -96,7 +106,7 @@ class ReturnRequest(_Body):
     @field_validator("note")
     @classmethod
     def _note(cls, value: str) -> str:
-        return one_line(value, 200)
+        return _within("note", value, 200)
 
 
 class OutOfServiceRequest(_Body):
@@ -109,4 +119,4 @@ class OutOfServiceRequest(_Body):
     @field_validator("reason")
     @classmethod
     def _reason(cls, value: str) -> str:
-        return one_line(value, 200) or _fail(cls.MISSING["reason"])
+        return _within("reason", value, 200) or _fail(cls.MISSING["reason"])

@@ -86,3 +86,14 @@ def test_a_query_error_seeds_nothing(
     with caplog.at_level(logging.WARNING):
         assert seed_from_influx(FleetView(s), s) == 0
     assert "raw" in caplog.text
+
+
+def test_a_database_not_made_yet_is_a_first_start_not_a_warning(
+    tmp_path: Path, influx: InfluxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings(tmp_path, influx.url, "never_created_here")
+    with caplog.at_level(logging.INFO, logger="fleet.daemon.board.seed"):
+        assert seed_from_influx(FleetView(s), s) == 0
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO
+    assert "nothing to refill from InfluxDB yet (database 'never_created_here' not found)" in record.getMessage()
