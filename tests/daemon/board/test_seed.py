@@ -96,4 +96,7 @@ def test_a_database_not_made_yet_is_a_first_start_not_a_warning(
         assert seed_from_influx(FleetView(s), s) == 0
     (record,) = caplog.records
     assert record.levelno == logging.INFO
-    assert "nothing to refill from InfluxDB yet (database 'never_created_here' not found)" in record.getMessage()
+    assert (
+        "nothing to refill from InfluxDB yet (database 'never_created_here' not found)"
+        in record.getMessage()
+    )

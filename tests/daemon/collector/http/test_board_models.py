@@ -36,9 +36,9 @@ def test_a_sign_out_with_hours_or_a_due_time_or_the_shift() -> None:
 
 
 def test_names_are_one_line_and_too_long_is_refused_not_cut() -> None:
-    body = {"device": "sw-01", "officer": "Officer\n  Diaz\x00"}
+    body: dict[str, object] = {"device": "sw-01", "officer": "Officer\n  Diaz\x00"}
     assert parse(SignOutRequest, body).officer == "Officer Diaz"
-    long = {"device": "sw-01", "officer": "O" * 65}
+    long: dict[str, object] = {"device": "sw-01", "officer": "O" * 65}
     assert refusal(SignOutRequest, long) == '"officer" is longer than 64 characters'
     assert parse(SignOutRequest, {"device": "sw-01", "officer": "O" * 64}).officer == "O" * 64
     assert refusal(ReturnRequest, {"note": "n" * 201}) == '"note" is longer than 200 characters'
