@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     # cannot stop the other sub-commands from loading.
     from fleet.daemon import cmd_check_config, status_command, user_command
     from fleet.daemon.agent import command as agent_command
+    from fleet.daemon.broker import command as broker_command
     from fleet.daemon.collector import command as collector_command
     from fleet.daemon.collector import deadletter_command
     from fleet.daemon.simulate import command as simulate_command
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         agent_command,
         status_command,
         user_command,
+        broker_command,
     ):
         module.add_parser(sub)
     return parser

@@ -1,0 +1,199 @@
+"""`fleet broker-config --config FILE --out DIR`: the Mosquitto broker, generated from the registry.
+
+Writes DIR/mosquitto.conf, DIR/acl, DIR/passwords and a password per user in
+DIR/credentials/<user>, so that `mosquitto -c DIR/mosquitto.conf` runs as it is. Running
+it again with the same configuration changes nothing (same bytes, same mtimes); a user
+added to the configuration gets a password, a user removed loses it. Passwords are never
+printed. Exit codes: 0 written; 78 (EX_CONFIG) the configuration cannot make a broker
+(every problem is listed as `FILE: key: message`); 1 a file could not be read or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet.config import ConfigError, FleetSettings, load_settings, resolve_config_path
+from fleet.daemon.broker import acl, mosquitto_conf, passwords
+from fleet.daemon.broker.access import Account, problems
+from fleet.daemon.broker.files import (
+    CredentialError,
+    Credentials,
+    Ownership,
+    ensure_dir,
+    write_if_changed,
+)
+from fleet.daemon.broker.mosquitto_conf import BrokerFiles
+from fleet.daemon.broker.users import BrokerUser, derive_users
+from fleet.daemon.cli_support import EX_CONFIG
+
+_RUN_AS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register `broker-config` on the `fleet` command's sub-parsers."""
+    parser = subparsers.add_parser(
+        "broker-config",
+        help="write Mosquitto's configuration, ACL and passwords from the registry",
+        description="Write DIR/mosquitto.conf, DIR/acl, DIR/passwords and a password per "
+        "broker user in DIR/credentials/ (made once, never printed), from [broker], "
+        "[[agents]], [[devices]] and [mqtt]. Run it again after changing them.",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="the fleet's TOML configuration (default: $FLEET_CONFIG)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR",
+        help="folder of the generated files, e.g. /etc/fleet/broker",
+    )  # fmt: skip
+    parser.add_argument(
+        "--run-as", default="mosquitto", metavar="USER",
+        help="the system user mosquitto switches to when started as root (its `user` "
+        "option; default: mosquitto); the files are made readable by its group",
+    )  # fmt: skip
+    parser.set_defaults(handler=run)
+
+
+@dataclass
+class Outcome:
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    new_passwords: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    if path is None:
+        return _fail("name the configuration file: --config FILE (or FLEET_CONFIG)", EX_CONFIG)
+    source = Path(os.path.abspath(path))
+    settings = _load(source)
+    if settings is None:
+        return EX_CONFIG
+    files = BrokerFiles(Path(os.path.abspath(args.out)))
+    plan = derive_users(settings)
+    found = [*plan.problems, *mosquitto_conf.path_problems(settings.broker, files)]
+    if not _RUN_AS_RE.fullmatch(args.run_as):
+        found.append(("--run-as", "not a system user name"))
+    if found:
+        for key, message in found:
+            where = "fleet broker-config" if key.startswith("--") else str(source)
+            sys.stderr.write(f"{where}: {key}: {message}\n")
+        return EX_CONFIG
+    account = Account.lookup(args.run_as)
+    # As root we own the files; mosquitto, once it has switched user, reads them by group.
+    gid = account.gid if account is not None and os.geteuid() == 0 else None
+    try:
+        outcome = _write(settings, source, files, plan.users, args.run_as, gid)
+    except CredentialError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename or files.out}: {exc.strerror}")
+    _report(files, plan.users, outcome)
+    for note in [*plan.notes, *_access_notes(settings, files, account, args.run_as)]:
+        sys.stderr.write(f"fleet broker-config: note: {note}\n")
+    return 0
+
+
+def _load(path: Path) -> FleetSettings | None:
+    # The collector's mqtt.password_file may name the credential this command is about to
+    # write (a first run): no secret of the configuration is needed here, so none is read.
+    environ = {**os.environ, "FLEET_MQTT__PASSWORD_FILE": ""}
+    try:
+        return load_settings(path, environ=environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(problem + "\n")
+        return None
+
+
+def _write(
+    settings: FleetSettings,
+    source: Path,
+    files: BrokerFiles,
+    users: Sequence[BrokerUser],
+    run_as: str,
+    gid: int | None,
+) -> Outcome:
+    outcome = Outcome()
+    ensure_dir(files.out, Ownership(0o750, gid))
+    ensure_dir(files.credentials, Credentials.FOLDER)
+    store = Credentials(files.credentials)
+    secrets: list[tuple[str, str]] = []
+    for user in users:
+        password, new = store.password(user.name)
+        secrets.append((user.name, password))
+        if new:
+            outcome.new_passwords.append(user.name)
+    try:
+        existing = passwords.parse(files.passwords.read_text(encoding="utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError):
+        existing = {}
+    header = acl.comment(
+        f"Generated by `fleet broker-config` from {source}: do not edit, change the "
+        "configuration and run the command again (then `systemctl reload mosquitto`)."
+    )
+    sections = mosquitto_conf.standard_sections(settings.broker, files, run_as)
+    shared = Ownership(0o640, gid)
+    for target, text in [
+        (files.conf, mosquitto_conf.render(sections, header)),
+        (files.acl, acl.render(users, header)),
+        (files.passwords, passwords.render(passwords.entries_for(secrets, existing))),
+    ]:
+        changed = write_if_changed(target, text.encode(), shared)
+        (outcome.written if changed else outcome.unchanged).append(target)
+    outcome.removed = store.remove_others({user.name for user in users})
+    return outcome
+
+
+def _report(files: BrokerFiles, users: Sequence[BrokerUser], outcome: Outcome) -> None:
+    out = sys.stdout
+    for path in outcome.written:
+        out.write(f"wrote      {path}\n")
+    for path in outcome.unchanged:
+        out.write(f"unchanged  {path}\n")
+    for name in outcome.new_passwords:
+        out.write(f"new password for {name} in {files.credentials / name}\n")
+    for name in outcome.removed:
+        out.write(f"removed {files.credentials / name}: {name} is no longer configured\n")
+    width = max((len(u.name) for u in users), default=0)
+    out.write(f"\nbroker users ({len(users)}):\n")
+    for user in users:
+        out.write(f"  {user.name:<{width}}  {user.role:<9}  {user.summary}\n")
+    out.write(
+        f"\nstart:  mosquitto -c {files.conf}\n"
+        "after a change:  systemctl reload mosquitto (re-reads passwords and acl; a new "
+        "listener or certificate needs a restart)\n"
+        f"clients: the password of user U is in {files.credentials}/U - give it as "
+        "mqtt.password_file, or as the systemd credential mqtt.password "
+        "(LoadCredential=mqtt.password:<that file>)\n"
+    )
+
+
+def _access_notes(
+    settings: FleetSettings, files: BrokerFiles, account: Account | None, run_as: str
+) -> list[str]:
+    if os.geteuid() != 0:
+        return []  # mosquitto started by us runs as us, and we just wrote the files
+    if account is None:
+        return [
+            f"there is no system user {run_as}: mosquitto started as root will refuse to "
+            "start, or fall back to 'nobody' (install the mosquitto package, or pass --run-as)"
+        ]
+    broker = settings.broker
+    reads = [files.conf, files.passwords, files.acl]
+    if broker.tls:
+        reads += [p for p in (broker.certfile, broker.keyfile, broker.cafile) if p is not None]
+    return problems(account, reads, [broker.persistence_location])
+
+
+def _fail(message: str, code: int = 1) -> int:
+    sys.stderr.write(f"fleet broker-config: {message}\n")
+    return code

@@ -1,0 +1,289 @@
+"""The broker's users and their rights, derived from the settings. Pure: no files, no I/O.
+
+Four roles, each user exactly one:
+
+- the **collector** (`mqtt.username`, else `fleet-collector`): reads every site's telemetry,
+  availability and acknowledgements, and is the only writer of alerts and dead letters. It
+  may also write telemetry and OwnTracks topics, because `fleet deadletters replay`
+  republishes kept originals to their own topics under the collector's user;
+- each **agent** of `[[agents]]`: writes its own devices' telemetry and availability topics
+  (exact topics: site and kind from the registry) and its own availability, nothing else;
+- each **OwnTracks user** (the user part of a device's `owntracks = "user/device"`): reads
+  and writes `owntracks/<user>/#` only, so one officer's phone can neither report as another
+  nor read another's positions;
+- each of `broker.ack_users`: acknowledges alerts of any site and reads the alerts.
+
+Every right is a per-user `topic` line: a Mosquitto `pattern` line applies to every user
+(`owntracks/%u/#` would let an agent publish OwnTracks positions under its own name).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from fleet.config import FleetSettings
+from fleet.config.collector import USER_RE
+from fleet.daemon import wire
+
+DEFAULT_COLLECTOR_USER = "fleet-collector"
+NAME_RULE = (
+    "broker user names are 1-64 letters, digits, '_', '.', '@' or '-', starting with a "
+    "letter or digit (the ACL and password files cannot hold others safely)"
+)
+
+Access = Literal["read", "write", "readwrite"]
+
+
+class Role(StrEnum):
+    COLLECTOR = "collector"
+    AGENT = "agent"
+    OWNTRACKS = "owntracks"
+    ACK = "ack"
+
+
+@dataclass(frozen=True, slots=True)
+class Right:
+    """One ACL line: `topic <access> <topic>`, with the reason written above it."""
+
+    access: Access
+    topic: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUser:
+    name: str
+    role: Role
+    key: str  # the configuration key that names this user, for messages
+    rights: tuple[Right, ...]
+    summary: str  # one line for the command's report and the README's table
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the settings ask of the broker: its users, or the problems that stop it."""
+
+    users: tuple[BrokerUser, ...]
+    problems: tuple[tuple[str, str], ...]  # (configuration key, message)
+    notes: tuple[str, ...]  # worth saying, not wrong
+
+
+def _any_site(prefix: str) -> str:
+    return f"{wire.check_id('topic prefix', prefix)}/{wire.VERSION}/+"
+
+
+def alerts_filter(prefix: str) -> str:
+    """Every alert topic and its acknowledgement topic, of every site."""
+    return f"{_any_site(prefix)}/alerts/#"
+
+
+def ack_filter(prefix: str) -> str:
+    return next(t for t in wire.control_subscriptions(prefix) if t.endswith("/ack"))
+
+
+def deadletter_filter(prefix: str) -> str:
+    return f"{_any_site(prefix)}/deadletter"
+
+
+def owntracks_tree(user: str) -> str:
+    return wire.owntracks_topic(user, "#")
+
+
+def collector_rights(prefix: str) -> tuple[Right, ...]:
+    telemetry, owntracks = wire.subscriptions(prefix)
+    availability, _ = wire.control_subscriptions(prefix)
+    replay = "written only by `fleet deadletters replay`, which republishes kept originals"
+    return (
+        Right("readwrite", telemetry, f"every site's telemetry; {replay}"),
+        Right("readwrite", owntracks, f"OwnTracks phones' locations; {replay}"),
+        Right("read", availability, "devices' and agents' availability (retained)"),
+        Right(
+            "readwrite",
+            alerts_filter(prefix),
+            "the only writer of alerts (retained); reads the acknowledgements beneath them",
+        ),
+        Right("readwrite", deadletter_filter(prefix), "the only writer of dead letters"),
+    )
+
+
+def ack_rights(prefix: str) -> tuple[Right, ...]:
+    return (
+        Right("write", ack_filter(prefix), "acknowledges an alert of any site"),
+        Right("read", alerts_filter(prefix), "sees the alerts it may acknowledge"),
+    )
+
+
+def owntracks_rights(user: str) -> tuple[Right, ...]:
+    return (
+        Right(
+            "readwrite",
+            owntracks_tree(user),
+            "its own phones' locations and the app's own topics (commands, events); nobody else's",
+        ),
+    )
+
+
+def derive_users(settings: FleetSettings) -> Plan:
+    """The broker's users in a fixed order: collector, agents, OwnTracks users, ack users."""
+    builder = _Builder(settings)
+    builder.add_collector()
+    builder.add_agents()
+    builder.add_owntracks()
+    builder.add_ack_users()
+    builder.add_notes()
+    return Plan(tuple(builder.users), tuple(builder.problems), tuple(builder.notes))
+
+
+class _Builder:
+    def __init__(self, settings: FleetSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.mqtt.topic_prefix
+        self.users: list[BrokerUser] = []
+        self.problems: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+        self._taken: dict[str, BrokerUser] = {}
+
+    def _add(self, user: BrokerUser) -> None:
+        if not USER_RE.fullmatch(user.name):
+            # The value is not echoed: config messages never repeat a rejected value.
+            self.problems.append((user.key, f"cannot be a broker user name: {NAME_RULE}"))
+            return
+        other = self._taken.get(user.name)
+        if other is not None:
+            self.problems.append(
+                (
+                    user.key,
+                    f"'{user.name}' is already the broker user of {other.key} "
+                    f"({other.role}): each broker user has one role, give it another name",
+                )
+            )
+            return
+        self._taken[user.name] = user
+        self.users.append(user)
+
+    def add_collector(self) -> None:
+        name = self.settings.mqtt.username
+        if name is None:
+            name = DEFAULT_COLLECTOR_USER
+            self.notes.append(
+                f"mqtt.username is unset: the collector's broker user is "
+                f"'{DEFAULT_COLLECTOR_USER}'; set mqtt.username = \"{DEFAULT_COLLECTOR_USER}\" "
+                "in the collector's configuration"
+            )
+        self._add(
+            BrokerUser(
+                name,
+                Role.COLLECTOR,
+                "mqtt.username",
+                collector_rights(self.prefix),
+                "reads telemetry, availability, acknowledgements and OwnTracks; the only "
+                "writer of alerts and dead letters (and of replayed originals)",
+            )
+        )
+
+    def add_agents(self) -> None:
+        kinds = {d.id: d.kind for d in self.settings.devices}
+        for index, agent in enumerate(self.settings.agents):
+            site = agent.site or self.settings.site.id
+            rights = [
+                Right(
+                    "write",
+                    wire.agent_availability_topic(self.prefix, site, agent.id),
+                    "its own availability (retained, and its last will)",
+                )
+            ]
+            for device in agent.devices:
+                device_site = self.settings.device_site(device)
+                kind = kinds[device]  # the settings refuse an agent device not in the registry
+                rights += [
+                    Right(
+                        "write",
+                        wire.telemetry_topic(self.prefix, device_site, kind, device),
+                        f"{device}'s readings",
+                    ),
+                    Right(
+                        "write",
+                        wire.availability_topic(self.prefix, device_site, kind, device),
+                        f"{device}'s availability (retained)",
+                    ),
+                ]
+            devices = ", ".join(agent.devices) or "no devices"
+            self._add(
+                BrokerUser(
+                    agent.id,
+                    Role.AGENT,
+                    f"agents[{index}].id",
+                    tuple(rights),
+                    f"site {site}: writes its own availability and the telemetry and "
+                    f"availability of {devices}",
+                )
+            )
+
+    def add_owntracks(self) -> None:
+        seen: set[str] = set()
+        for index, device in enumerate(self.settings.devices):
+            if device.owntracks is None:
+                continue
+            user = device.owntracks.split("/", 1)[0]
+            if user in seen:
+                continue  # one officer, several phones: one broker user
+            seen.add(user)
+            self._add(
+                BrokerUser(
+                    user,
+                    Role.OWNTRACKS,
+                    f"devices[{index}].owntracks",
+                    owntracks_rights(user),
+                    f"reads and writes {owntracks_tree(user)} only",
+                )
+            )
+
+    def add_ack_users(self) -> None:
+        first: dict[str, int] = {}
+        for index, name in enumerate(self.settings.broker.ack_users):
+            key = f"broker.ack_users[{index}]"
+            if name in first:
+                self.problems.append((key, f"duplicate (also broker.ack_users[{first[name]}])"))
+                continue
+            first[name] = index
+            self._add(
+                BrokerUser(
+                    name,
+                    Role.ACK,
+                    key,
+                    ack_rights(self.prefix),
+                    "acknowledges alerts of any site; reads the alerts",
+                )
+            )
+
+    def add_notes(self) -> None:
+        if not self.settings.agents:
+            self.notes.append(
+                "no [[agents]] are registered: no agent may publish telemetry on this broker"
+            )
+        read = {d for a in self.settings.agents for d in a.devices}
+        unheard = [d.id for d in self.settings.devices if d.id not in read and not d.owntracks]
+        if unheard:
+            self.notes.append(
+                "nobody may publish the telemetry of "
+                + ", ".join(unheard)
+                + " (no registered agent reads it, and it has no OwnTracks identity)"
+            )
+        broker = self.settings.broker
+        if not broker.tls and not _loopback(broker.bind):
+            self.notes.append(
+                f"broker.tls is off and broker.bind ({broker.bind}) is not a loopback "
+                "address: passwords cross the network in clear"
+            )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
