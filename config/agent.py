@@ -35,6 +35,14 @@ _DRIVER_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+def driver_secret_fields(kind: Any) -> tuple[str, ...]:
+    """The secret fields of the driver `kind`: those with a `<field>_file` sibling (bind_key)."""
+    model = _DRIVER_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return ()
+    return tuple(name for name in model.model_fields if f"{name}_file" in model.model_fields)
+
+
 def _driver_problems(exc: ValidationError) -> tuple[list[tuple[Loc, str]], list[tuple[Loc, str]]]:
     """The errors of `drivers` located as `drivers[i].key`, without pydantic's union tag,
     and the old keys used, with their new names."""

@@ -11,17 +11,17 @@ silent surprise at 3 a.m.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from fleet.config.base import IdStr, KindStr, Loc, StrictModel, raise_problems
+from fleet.config.notify import NotifySettings
 
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _DAY_S = 86_400.0
@@ -189,59 +189,6 @@ class Geofence(StrictModel):
     lat: float = Field(ge=-90, le=90, description="Centre latitude (WGS84 degrees).")
     lon: float = Field(ge=-180, le=180, description="Centre longitude (WGS84 degrees).")
     radius_m: float = Field(gt=0, le=100_000, description="Radius in metres.")
-
-
-class NotifySettings(StrictModel):
-    """Where people are told, through apprise URLs (mailto://, json://, ntfy://, ...)."""
-
-    renamed_keys: ClassVar[Mapping[str, str]] = {
-        "retry_initial_s": "delivery_backoff_initial_s",
-        "retry_max_s": "delivery_backoff_max_s",
-    }
-
-    warning: list[SecretStr] = Field(
-        default_factory=list,
-        description="apprise URLs notified of warning alerts (fire, resolve, repeat). URLs "
-        "carry passwords and tokens: they are secrets and are never printed.",
-    )
-    critical: list[SecretStr] = Field(
-        default_factory=list, description="apprise URLs notified of critical alerts."
-    )
-    escalation: list[SecretStr] = Field(
-        default_factory=list,
-        description="apprise URLs told when an unacknowledged critical alert escalates "
-        "before the next shift (e.g. the shift supervisor).",
-    )
-    attempts: int = Field(
-        default=8, ge=1, le=50, description="Tries per URL before a delivery counts as failed."
-    )
-    delivery_backoff_initial_s: float = Field(
-        default=20.0, gt=0, le=3600, description="First retry delay (s); doubles per retry."
-    )
-    delivery_backoff_max_s: float = Field(
-        default=900.0, gt=0, le=_DAY_S, description="Longest retry delay (s)."
-    )
-    min_interval_s: float | None = Field(
-        default=None,
-        ge=0,
-        le=3600,
-        description="Least time (s) between two sends through one URL; unset keeps apprise's "
-        "own per-service pause (5.5 s for e-mail).",
-    )
-    max_pending: int = Field(
-        default=1000,
-        ge=1,
-        le=100_000,
-        description="Deliveries waiting at most (kept with the alert state across restarts); "
-        "beyond it a warning is dropped before a critical, the oldest first, and counted.",
-    )
-
-    def routes(self) -> dict[str, list[str]]:
-        return {
-            "warning": [u.get_secret_value() for u in self.warning],
-            "critical": [u.get_secret_value() for u in self.critical],
-            "escalation": [u.get_secret_value() for u in self.escalation],
-        }
 
 
 class AlertSettings(StrictModel):

@@ -6,9 +6,11 @@ one; tables merge key by key, lists are replaced whole):
 1. environment variables `FLEET_<SECTION>__<KEY>` (e.g. `FLEET_MQTT__PORT=1884`;
    lists and tables as JSON, e.g. `FLEET_KINDS='["segway","handheld"]'`);
 2. systemd credentials: a file named after the key path (`mqtt.password`,
-   `influx.token`, `influx.password`) in `$CREDENTIALS_DIRECTORY`;
-3. `*_file` keys (`mqtt.password_file`, ...): the named file's content,
-   trailing newline stripped;
+   `influx.token`, `alerts.notify.warning`, `agent.drivers.<device>.bind_key`)
+   in `$CREDENTIALS_DIRECTORY`;
+3. `*_file` keys (`mqtt.password_file`, `alerts.notify.warning_file`, a BTHome
+   driver's `bind_key_file`, ...): the named file's content, trailing newline
+   stripped (a list of URLs: one per line);
 4. the TOML file (`--config PATH`, else `$FLEET_CONFIG`, else none);
 5. the defaults in the models.
 
@@ -35,6 +37,16 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from fleet.config.base import Loc, format_loc
 from fleet.config.errors import ConfigError, toml_syntax_problem
+from fleet.config.secrets import (
+    DRIVERS_LOC,
+    SECRET_KEYS,
+    fill_drivers,
+    read_secret,
+    secret_locs,
+    secret_problem,
+    secret_strings,
+    walk,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -42,13 +54,6 @@ ENV_PREFIX = "FLEET_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_ENV = "FLEET_CONFIG"
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-
-SECRET_KEYS: tuple[tuple[str, str], ...] = (
-    ("mqtt", "password"),
-    ("influx", "token"),
-    ("influx", "password"),
-)
-"""Secrets that a credential or a `<key>_file` can supply."""
 
 _MIN_SCRUB_LEN = 4  # shorter "secrets" would garble messages more than they protect
 _REDACTED = "**********"
@@ -69,33 +74,6 @@ def activated(plan: SourcePlan) -> Iterator[SourcePlan]:
 def active_plan() -> SourcePlan | None:
     """The plan activated by `load_settings`, if a load is in progress."""
     return _active_plan.get()
-
-
-def _walk(data: Any, loc: Loc) -> tuple[bool, Any]:
-    """Whether nested dicts/lists `data` hold a value at `loc`, and that value."""
-    for part in loc:
-        in_dict = isinstance(data, dict) and part in data
-        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
-        if not (in_dict or in_list):
-            return False, None
-        data = data[part]
-    return True, data
-
-
-def _read_secret(path: Path) -> str:
-    """A secret file's content without its trailing newline; OSError or ValueError if unusable."""
-    value = path.read_text(encoding="utf-8").rstrip("\r\n")
-    if not value:
-        raise ValueError("is empty")
-    return value
-
-
-def _secret_problem(path: Path, exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return f"cannot read {path}: {exc.strerror or type(exc).__name__}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"{path} is not UTF-8 text"
-    return f"{path} {exc}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -147,6 +125,7 @@ class SourcePlan:
         self.file_data: dict[str, Any] = {}
         self.file_keys: dict[Loc, Loc] = {}
         self.merged: dict[str, Any] = {}
+        self.read_values: list[str | list[str]] = []  # every secret read, for `scrub`
         self.env_vars: list[tuple[str, tuple[str, ...]]] = self._fleet_env_vars()
         self.toml_data: dict[str, Any] = _read_toml(path) if path is not None else {}
 
@@ -167,15 +146,64 @@ class SourcePlan:
 
     def source_for(self, loc: Loc) -> str:
         """Name the source that supplied the value at `loc`: a variable, file or the TOML file."""
-        if _walk(self.env_data, loc)[0]:
+        if walk(self.env_data, loc)[0]:
             name = self._env_var_for(loc)
             if name is not None:
                 return f"environment {name}"
-        if loc in self.credential_files:
-            return f"credential {self.credential_files[loc]}"
-        if loc in self.file_keys:
-            return self.source_for(self.file_keys[loc])
+        for size in range(len(loc), 0, -1):  # an item of a list read from one file
+            if loc[:size] in self.credential_files:
+                return f"credential {self.credential_files[loc[:size]]}"
+            if loc[:size] in self.file_keys:
+                return self.source_for(self.file_keys[loc[:size]])
         return self.source_name
+
+    def credential(self, name: str, loc: Loc, *, lines: bool = False) -> str | list[str] | None:
+        """The systemd credential `name` for the secret at `loc`; None if there is none.
+
+        An unusable credential is a problem (recorded) and gives None too.
+        """
+        directory = self.environ.get(CREDENTIALS_ENV)
+        if not directory:
+            return None
+        path = Path(directory) / name
+        if not path.exists():
+            return None
+        try:
+            value = read_secret(path, lines=lines)
+        except (OSError, ValueError) as exc:
+            where = format_loc(loc)
+            self.problems.append(f"credential {path}: {where}: {secret_problem(path, exc)}")
+            self.failed_locs.add(loc)
+            return None
+        self.credential_files[loc] = path
+        self.read_values.append(value)
+        _LOG.debug("%s comes from systemd credential %s", format_loc(loc), path)
+        return value
+
+    def secret_file(
+        self, file_loc: Loc, named: Any, loc: Loc, *, lines: bool = False
+    ) -> str | list[str] | None:
+        """The secret at `loc` from the file `named` by the `*_file` key at `file_loc`.
+
+        None when the key is unset or of a wrong type (validation reports that),
+        or when the file is unusable: a problem naming the `*_file` key.
+        """
+        if not isinstance(named, str | os.PathLike) or not str(named):
+            return None
+        path = Path(named)
+        try:
+            value = read_secret(path, lines=lines)
+        except (OSError, ValueError) as exc:
+            self.add_problem(file_loc, secret_problem(path, exc))
+            self.failed_locs.add(loc)
+            return None
+        self.file_keys[loc] = file_loc
+        self.read_values.append(value)
+        return value
+
+    def fill_driver_secrets(self, drivers: Any, *, inline_wins: bool) -> list[Any] | None:
+        """`drivers` with each secret from its credential or file (see `secrets.fill_drivers`)."""
+        return fill_drivers(drivers, inline_wins, self.credential, self.secret_file)
 
     def scrub(self, lines: list[str]) -> list[str]:
         """`lines` with every known secret value replaced, as a last line of defence."""
@@ -194,15 +222,13 @@ class SourcePlan:
         self.problems.append(f"{self.source_for(loc)}: {format_loc(loc)}: {message}")
 
     def _secret_values(self) -> Iterator[str]:
-        for section, key in SECRET_KEYS:
-            sources = (self.merged, self.env_data, self.credential_data, self.file_data)
-            for data in (*sources, self.toml_data):
-                found, value = _walk(data, (section, key))
-                if found and isinstance(value, str):
-                    yield value
-                elif found and hasattr(value, "get_secret_value"):
-                    yield str(value.get_secret_value())
-            raw = self._env_value((section, key))
+        for value in self.read_values:
+            yield from secret_strings(value)
+        for data in (self.merged, self.env_data, self.toml_data):
+            for loc in secret_locs(data):
+                yield from secret_strings(walk(data, loc)[1])
+        for key in SECRET_KEYS:
+            raw = self._env_value(key.loc)
             if raw:
                 yield raw
 
@@ -299,7 +325,16 @@ class _EnvSource(EnvSettingsSource):
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
         self._plan.env_data = data
-        return data
+        drivers = self._plan.fill_driver_secrets(walk(data, DRIVERS_LOC)[1], inline_wins=True)
+        if drivers is None:
+            return data
+        return {**data, "agent": {**data["agent"], "drivers": drivers}}
+
+
+def _put(data: dict[str, Any], loc: tuple[str, ...], value: Any) -> None:
+    for part in loc[:-1]:
+        data = data.setdefault(part, {})
+    data[loc[-1]] = value
 
 
 class _CredentialsSource(_DictSource):
@@ -310,25 +345,18 @@ class _CredentialsSource(_DictSource):
         self._plan = plan
 
     def __call__(self) -> dict[str, Any]:
-        directory = self._plan.environ.get(CREDENTIALS_ENV)
-        if not directory:
-            return {}
         data: dict[str, Any] = {}
-        for section, key in SECRET_KEYS:
-            path = Path(directory) / f"{section}.{key}"
-            if not path.exists():
-                continue
-            try:
-                value = _read_secret(path)
-            except (OSError, ValueError) as exc:
-                self._plan.problems.append(
-                    f"credential {path}: {section}.{key}: {_secret_problem(path, exc)}"
-                )
-                self._plan.failed_locs.add((section, key))
-                continue
-            data.setdefault(section, {})[key] = value
-            self._plan.credential_files[(section, key)] = path
-            _LOG.debug("%s.%s comes from systemd credential %s", section, key, path)
+        for key in SECRET_KEYS:
+            value = self._plan.credential(key.name, key.loc, lines=key.lines)
+            if value is not None:
+                _put(data, key.loc, value)
+        # The TOML file's drivers; the environment's were filled by _EnvSource.
+        # current_state holds what the higher sources (init, environment) supplied.
+        if not walk(self.current_state, DRIVERS_LOC)[0]:
+            toml_drivers = walk(self._plan.toml_data, DRIVERS_LOC)[1]
+            drivers = self._plan.fill_driver_secrets(toml_drivers, inline_wins=False)
+            if drivers is not None:
+                _put(data, DRIVERS_LOC, drivers)
         self._plan.credential_data = data
         return data
 
@@ -342,23 +370,14 @@ class _SecretFileSource(_DictSource):
 
     def __call__(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for section, key in SECRET_KEYS:
-            file_loc: Loc = (section, f"{key}_file")
+        for key in SECRET_KEYS:
             # current_state holds what the higher sources (init, environment) supplied.
-            found, value = _walk(self.current_state, file_loc)
+            found, named = walk(self.current_state, key.file_loc)
             if not found:
-                found, value = _walk(self._plan.toml_data, file_loc)
-            if not found or not isinstance(value, str | os.PathLike) or not str(value):
-                continue  # unset, or a wrong type that validation will report
-            path = Path(value)
-            try:
-                secret = _read_secret(path)
-            except (OSError, ValueError) as exc:
-                self._plan.add_problem(file_loc, _secret_problem(path, exc))
-                self._plan.failed_locs.add((section, key))
-                continue
-            data.setdefault(section, {})[key] = secret
-            self._plan.file_keys[(section, key)] = file_loc
+                named = walk(self._plan.toml_data, key.file_loc)[1]
+            value = self._plan.secret_file(key.file_loc, named, key.loc, lines=key.lines)
+            if value is not None:
+                _put(data, key.loc, value)
         self._plan.file_data = data
         return data
 

@@ -1,7 +1,9 @@
 """`fleet check-config`: validate the configuration without starting anything.
 
 Prints `ok: <file>` and a one-line summary (never a secret) and exits 0, or
-prints every problem to stderr, one per line, and exits 78 (EX_CONFIG).
+prints every problem to stderr, one per line, and exits 78 (EX_CONFIG). Risks of
+a usable configuration (a secret others can read, a password sent in clear:
+`daemon.check_warnings`) are `warning: ...` lines on stderr; the exit status stays 0.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.config import FleetSettings, resolve_config_path
+from fleet.daemon.check_warnings import config_warnings
 from fleet.daemon.cli_support import EX_CONFIG, load_config
 
 
@@ -43,7 +46,18 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve_config_path(path)
     shown = str(resolved) if resolved is not None else "(no file: defaults and environment)"
     sys.stdout.write(f"ok: {shown}\n{summary(settings)}\n")
+    if not settings.agents and settings.alerts.enabled:
+        sys.stderr.write(f"warning: {UNREGISTERED_AGENTS}\n")
+    for line in config_warnings(settings, resolved):  # secrets exposed or sent in clear
+        sys.stderr.write(line + "\n")
     return 0
+
+
+UNREGISTERED_AGENTS = (
+    "agents: none registered, so the collector takes agent availability from any broker client "
+    '(a retained "offline" holds that site\'s offline alerts); list the agents under [[agents]] '
+    "so that only theirs counts"
+)
 
 
 def summary(settings: FleetSettings) -> str:

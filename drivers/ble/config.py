@@ -7,6 +7,7 @@ must not pull in bleak or cryptography (the collector reads the same settings).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -58,7 +59,14 @@ class BTHomeConfig(DriverConfig):
         pattern=MAC_PATTERN, description="Bluetooth MAC address of the BTHome device."
     )
     bind_key: SecretStr | None = Field(
-        None, description="32 hex digits: the AES key of an encrypted BTHome device; omit if plain."
+        None,
+        description="32 hex digits: the AES key of an encrypted BTHome device; omit if plain. "
+        "Prefer bind_key_file or the systemd credential 'agent.drivers.<device>.bind_key'.",
+    )
+    bind_key_file: Path | None = Field(
+        None,
+        description="File whose content (trailing newline stripped) is bind_key; read by the "
+        "settings loader.",
     )
     offline_after_s: float = Field(
         60.0, gt=0, le=86400, description="No advert for this long marks the device offline."
