@@ -5,6 +5,7 @@ files are well-formed."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -366,7 +367,7 @@ def test_unit_execstart_names_the_real_console_script_and_command(name):
     binary, *argv = exec_start.split()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert Path(binary).name in scripts
-    assert binary == "/opt/fleet/.venv/bin/fleet"
+    assert binary == "/opt/fleet/venv/bin/fleet"  # where scripts/install puts the virtualenv
     from fleet.daemon.cli import build_parser
 
     args = build_parser().parse_args(argv)
@@ -385,12 +386,147 @@ def test_unit_passes_systemd_analyze_verify(tmp_path, name):
     assert fleet.exists(), "console script missing: pip install -e .[dev]"
     unit = tmp_path / name
     text = (ROOT / "systemd" / name).read_text()
-    unit.write_text(text.replace("/opt/fleet/.venv/bin/fleet", str(fleet)))
+    unit.write_text(text.replace("/opt/fleet/venv/bin/fleet", str(fleet)))
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
     )
     # Unknown keys and bad values are only warnings (exit 0): any output is a failure.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_is_type_notify_with_a_watchdog(name):
+    entries = _unit_entries(ROOT / "systemd" / name)
+    assert entries["Service.Type"] == ["notify"]
+    assert entries["Service.NotifyAccess"] == ["main"]  # the threads notify as the main pid
+    assert entries["Service.WatchdogSec"] == ["60s"]
+    assert entries["Service.WatchdogSignal"] == ["SIGTERM"]  # a clean stop, no core dump
+    assert "time-sync.target" in " ".join(entries["Unit.After"]).split()
+    assert "time-sync.target" not in " ".join(entries.get("Unit.Wants", []))  # passive target
+    assert _seconds(entries["Service.TimeoutStartSec"][0]) >= 60
+
+
+def _seconds(value: str) -> float:
+    assert value.endswith("s"), f"write seconds as 90s: {value}"
+    assert value[:-1].isdigit(), f"write seconds as 90s: {value}"
+    return float(value[:-1])
+
+
+def test_collector_stop_timeout_covers_its_undo():
+    """TimeoutStopSec >= every wait of Collector.start()'s undo, read from the code itself."""
+    app = (ROOT / "daemon/collector/app.py").read_text()
+    undo = app[app.index("        def undo() -> None:") :]
+    waits = [float(w) for w in re.findall(r"stop_\w+\(([\d.]+)\)", undo)]
+    assert len(waits) >= 4, waits  # ingest, alerts, stats, writer, and any added since
+    # Waits with their own timeouts: the notifier (5 s), the HTTP server (5 s), the board (5 s).
+    worst = sum(waits) + 5 + 5 + 5
+    entries = _unit_entries(ROOT / "systemd/fleet-collector.service")
+    stop = _seconds(entries["Service.TimeoutStopSec"][0])
+    print(f"fleet-collector: undo waits at most {worst:.0f} s; TimeoutStopSec={stop:.0f}s")
+    assert stop >= worst + 15, "leave a margin for paho and the interpreter"
+
+
+def test_agent_stop_timeout_covers_its_drain():
+    from fleet.config.agent import AgentSettings
+    from fleet.daemon.agent.app import _LINK_FLUSH_S
+
+    drain = AgentSettings.model_fields["drain_timeout_s"].default
+    # The last commit and the drain each up to drain_timeout_s, paho's flush, the notifier.
+    worst = 2 * drain + _LINK_FLUSH_S + 5
+    entries = _unit_entries(ROOT / "systemd/fleet-agent.service")
+    stop = _seconds(entries["Service.TimeoutStopSec"][0])
+    print(f"fleet-agent: stop waits at most {worst:.0f} s; TimeoutStopSec={stop:.0f}s")
+    assert stop >= worst + 15, "leave a margin for the drivers, BlueZ and the interpreter"
+
+
+EXPOSURE_MAX = 2.0
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_exposure_is_at_most_2(tmp_path, name, record_property):
+    # --offline=yes rates the file as written; no running systemd is needed.
+    fleet = Path(sys.executable).parent / "fleet"
+    unit = tmp_path / name
+    unit.write_text(
+        (ROOT / "systemd" / name).read_text().replace("/opt/fleet/venv/bin/fleet", str(fleet))
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
+    assert found, f"no overall exposure in:\n{result.stdout}\n{result.stderr}"
+    exposure, verdict = float(found[1]), found[2]
+    open_items = [line for line in result.stdout.splitlines() if line.startswith("✗")]
+    print(f"\n{name}: exposure {exposure} {verdict}; still open:\n" + "\n".join(open_items))
+    record_property("exposure", exposure)
+    assert exposure <= EXPOSURE_MAX
+
+
+# Linux >= 6.3: the kernel's own form of MemoryDenyWriteExecute= (systemd >= 253 uses it;
+# 252 uses an equivalent seccomp filter). It holds across execve.
+_MDWE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(f"PR_SET_MDWE: errno {ctypes.get_errno()}")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+_WX_PROBE = """
+import mmap
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+except PermissionError:
+    print("refused")
+"""
+
+
+def _mdwe_supported() -> bool:
+    """The wrapper works here, and after its execve a W+X mapping really is refused."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _MDWE, sys.executable, "-c", _WX_PROBE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.returncode == 0 and probe.stdout == "refused\n"
+
+
+@pytest.mark.skipif(not _mdwe_supported(), reason="kernel without PR_SET_MDWE (Linux < 6.3)")
+@pytest.mark.parametrize("command", ["collector", "agent"])
+def test_the_services_run_without_writable_executable_memory(
+    tmp_path, command, mqtt_broker, influx, tmp_db
+):
+    """Both units set MemoryDenyWriteExecute=yes: Python, paho, sqlite, TLS, cryptography and
+    the drivers' libraries must not need W+X pages. The real process, up to READY and pings."""
+    from tests.harness.agent import write_agent_config
+    from tests.harness.fleet import write_config
+    from tests.harness.process import spawn, stop_process, tail
+    from tests.harness.sdnotify import NotifySocket
+
+    if command == "collector":
+        config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
+    else:
+        config = write_agent_config(tmp_path, mqtt_broker)
+    sock = NotifySocket(tmp_path)
+    log = tmp_path / f"{command}.log"
+    fleet = str(Path(sys.executable).parent / "fleet")
+    env = {**os.environ, **sock.env(watchdog_s=0.4)}
+    argv = [sys.executable, "-c", _MDWE, fleet, command, "--config", str(config)]
+    proc = spawn(argv, log, env=env)
+    try:
+        sock.wait_for(lambda d: "READY" in d, message=f"READY\n{tail(log)}")
+        sock.wait_for(lambda d: d.get("WATCHDOG") == "1", message=f"a ping\n{tail(log)}")
+    finally:
+        code = stop_process(proc, timeout=60)
+        sock.close()
+    assert code == 0, tail(log)
+    assert "Permission denied" not in log.read_text()
 
 
 @pytest.mark.skipif(not shutil.which("systemd-sysusers"), reason="systemd-sysusers missing")

@@ -34,6 +34,7 @@ from fleet.daemon.agent.forward import StoreAndForward
 from fleet.daemon.agent.outbox import Outbox
 from fleet.daemon.agent.registry import Clock, DriverSpec, build_specs, wall_ms
 from fleet.daemon.agent.supervise import RestartPolicy, SupervisedDriver, SupervisedTask
+from fleet.daemon.agent.systemd import FORWARDER, AgentSystemd
 from fleet.daemon.agent.watchdog import BleWatchdog
 from fleet.daemon.alerts import system
 from fleet.daemon.mqtt import MqttLink
@@ -106,11 +107,19 @@ class Agent:
             SupervisedDriver(spec, _Sink(self, spec), policy, on_down=self._down_reporter(spec))
             for spec in self.specs
         ]
+        # READY, STATUS and the watchdog rule (daemon/agent/systemd.py).
+        self.systemd = AgentSystemd(
+            settings,
+            link=self.link,
+            store=self.store,
+            drivers=self.drivers,
+            problems=lambda: self.problems,
+        )
         self.core = [
             SupervisedTask(name, run, policy, on_problem=self._problem_of(name))
             for name, run in (
                 ("outbox writer", self.store.run_writer),
-                ("forwarder", self.store.run_forwarder),
+                (FORWARDER, self.systemd.task(FORWARDER, self.store.run_forwarder)),
             )
         ]
         self.watchdog = BleWatchdog(cfg.ble_watchdog_s, self._restart_ble)
@@ -271,6 +280,8 @@ class Agent:
             tasks.append(asyncio.create_task(self.watchdog.run(), name="ble watchdog"))
         for driver in self.drivers:
             driver.start()
+        tasks.append(asyncio.create_task(self.systemd.pulse(), name="liveness pulse"))
+        stop_notify = self.systemd.start()  # READY=1 once MQTT is connected
         _LOG.info(
             "agent %s started: %d driver(s), outbox %s (%d waiting), will on %s",
             cfg.id,
@@ -283,6 +294,7 @@ class Agent:
         try:
             await self._stop.wait()
         finally:
+            stop_notify()  # STOPPING=1: no watchdog ping while the agent winds down
             await self._shutdown(tasks)
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:

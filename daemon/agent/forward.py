@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from fleet.daemon import liveness
 from fleet.daemon.agent.outbox import Outbox
 from fleet.daemon.mqtt import MqttLink
 from fleet.daemon.spool import Depth, Entry, SpoolRow
@@ -253,6 +254,7 @@ class StoreAndForward:
 
     async def run_forwarder(self) -> None:
         while True:
+            liveness.beat()  # every turn, idle ones too: the watchdog's proof of life
             if not self._link.connected:
                 self._link_up.clear()
                 with contextlib.suppress(TimeoutError):
@@ -296,6 +298,7 @@ class StoreAndForward:
     async def _remove(self, rows: list[SpoolRow]) -> set[int]:
         """Remove acknowledged rows, retrying until the outbox lets us: never publish them twice."""
         while True:
+            liveness.beat()  # retrying a failing disk is work: a restart would not mend it
             try:
                 removed = await self._call(self.outbox.done, rows)
             except sqlite3.Error as exc:

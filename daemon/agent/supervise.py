@@ -75,6 +75,11 @@ class SupervisedDriver:
         self._task = asyncio.create_task(self._loop(), name=f"driver {self.spec.name}")
         return self._task
 
+    @property
+    def running(self) -> bool:
+        """A driver instance runs now: not in its pause before a restart, not given up."""
+        return self._run is not None and not self._run.done()
+
     def restart(self) -> bool:
         """Cancel the running driver so that a fresh one starts now; False if none runs."""
         if self._run is None or self._run.done():

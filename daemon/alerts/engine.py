@@ -225,16 +225,28 @@ class AlertEngine:
             self._save(live, self._dirty_views)
             return events
 
-    def acknowledge(self, device: str, rule: str, by: str, now_ms: int) -> list[AlertEvent]:
-        """Acknowledge a firing alert: one `acknowledged` event, or none if nothing to ack."""
+    def acknowledge(
+        self, device: str, rule: str, by: str, now_ms: int, *, site: str | None = None
+    ) -> list[AlertEvent]:
+        """Acknowledge a firing alert: one `acknowledged` event, or none if nothing to ack
+        (or when `site`, the acknowledgement topic's, is not the alert's own)."""
         with self._lock:
             rec = self._records.get((device, rule))
-            event = None if rec is None else lifecycle.acknowledge(rec, by)
-            if rec is None or event is None:
+            if rec is None or (site is not None and rec.site != site):
+                return []  # the caller refuses (and counts) another site's ack: alert_site()
+            event = lifecycle.acknowledge(rec, by)
+            if event is None:
                 return []
             _LOG.info("alert %s/%s acknowledged by %s", device, rule, by)
             self._save([rec])
             return [event]
+
+    def alert_site(self, device: str, rule: str) -> str | None:
+        """The site of the alert (device, rule), None when there is none. Without the lock
+        (one dict read; a record's site never changes), so the ingest thread never waits on
+        the engine."""
+        rec = self._records.get((device, rule))
+        return None if rec is None else rec.site
 
     def silence(
         self,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fleet.config import FleetSettings
-from fleet.daemon import wire
+from fleet.daemon import liveness, wire
 from fleet.daemon.alerts.engine import AlertEngine
 from fleet.daemon.alerts.model import Action, AlertEvent, Silence
 from fleet.daemon.alerts.notify import Notifier, RetryPolicy
@@ -69,8 +69,29 @@ class AlertCounters:
     notified: int = 0
     acks: int = 0
     control: int = 0  # availability and acknowledgement messages taken
-    bad_control: int = 0
+    bad_control: int = 0  # malformed, or an ack on another site's topic than its alert's
+    availability_ignored: int = 0  # from an agent or for a device the registry does not back
     errors: int = 0  # readings, messages or ticks the engine failed on (logged)
+
+
+class _Throttled:
+    """Warnings any broker client can provoke: 10 a minute, then how many more (all counted)."""
+
+    def __init__(self, per_minute: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit, self._clock = per_minute, clock
+        self._since, self._logged, self._quiet = -60.0, 0, 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._since >= 60:
+            if self._quiet:
+                _LOG.warning("%d more refused control messages in that minute", self._quiet)
+            self._since, self._logged, self._quiet = now, 0, 0
+        if self._logged < self._limit:
+            self._logged += 1
+            _LOG.warning(message, *args)
+        else:
+            self._quiet += 1
 
 
 class AlertService:
@@ -113,6 +134,8 @@ class AlertService:
         self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
         self.counters = AlertCounters()
         self._tick_failed_at: float | None = None
+        self._registry = wire.ControlRegistry.of(settings)  # whose availability counts
+        self._refused = _Throttled()  # on the ingest thread, like control()
 
     # --- called from other threads -----------------------------------------------------------
 
@@ -142,16 +165,20 @@ class AlertService:
         self.counters.control += 1
         text = payload.decode("utf-8", "replace").strip()
         if control.what == "ack":
-            by = _ack_author(text)
-            if by is None:
-                self.counters.bad_control += 1
-                _LOG.warning("ignored an empty acknowledgement on %s/%s", control.id, control.rule)
-                return
-            self.acknowledge(control.id, control.rule, by)
+            self._ack(control, text)
             return
         if text not in ("online", "offline"):
             self.counters.bad_control += 1
-            _LOG.warning("availability of %s is %.40r, not online/offline", control.id, text)
+            self._refused.warning(
+                "availability of %s is %.40r, not online/offline", control.id, text
+            )
+            return
+        refusal = self._registry.availability_refusal(control)
+        if refusal is not None:
+            self.counters.availability_ignored += 1
+            self._refused.warning(
+                "ignored %s on %s: %s", text, control.topic(self._prefix), refusal
+            )
             return
         online = text == "online"
         if control.what == "agent":
@@ -164,6 +191,29 @@ class AlertService:
                     control.site, control.kind, control.id, online, now
                 )
             )
+
+    def _ack(self, control: wire.Control, text: str) -> None:
+        device, rule, site = control.id, control.rule, control.site
+        by = _ack_author(text)
+        if by is None:
+            self.counters.bad_control += 1
+            self._refused.warning("ignored an empty acknowledgement on %s/%s", device, rule)
+            return
+        # Only on the alert's own site's topic: a broker that lets a client acknowledge one
+        # site's alerts lets it mute no other site's.
+        alert_site = self.engine.alert_site(device, rule)
+        if alert_site is not None and alert_site != site:
+            self.counters.bad_control += 1
+            self._refused.warning(
+                "ignored %s: ack for %s/%s on site %s, but the alert is at %s",
+                control.topic(self._prefix),
+                device,
+                rule,
+                site,
+                alert_site,
+            )
+            return
+        self._inbox.put(lambda now: self.engine.acknowledge(device, rule, by, now, site=site))
 
     def inject(self, events: list[AlertEvent]) -> None:
         """Events decided elsewhere (the board's overdue sign-outs): published, measured and
@@ -216,6 +266,7 @@ class AlertService:
         try:
             next_tick = 0.0
             while not stop.is_set():
+                liveness.beat()  # the watchdog's proof of life (daemon/liveness.py)
                 now = self._clock_ms()
                 if now >= next_tick:
                     self._tick(now)
@@ -249,9 +300,11 @@ class AlertService:
         self._emit(events)
 
     def engine_fields(self) -> dict[str, int]:
-        """The engine's own counters for `pipeline` (readings set aside: daemon/alerts/clock.py)."""
+        """The engine's own counters for `pipeline` (readings set aside: daemon/alerts/clock.py),
+        and the availability messages ignored for who sent them."""
         c = self.engine.counters
         return {
+            "alert_availability_ignored": self.counters.availability_ignored,
             "alert_late": c.late,
             "alert_buffered": c.buffered,
             "alert_future": c.future,

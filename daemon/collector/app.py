@@ -20,10 +20,12 @@ from fleet.config import FleetSettings
 from fleet.daemon import wire
 from fleet.daemon.alerts import system
 from fleet.daemon.collector.alerting import AlertService
+from fleet.daemon.collector.backfill import make_backfill
 from fleet.daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.sinks import Sink, make_sink
 from fleet.daemon.collector.stats import StatsReporter
+from fleet.daemon.collector.systemd import CollectorSystemd
 from fleet.daemon.collector.web import Web
 from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.mqtt import Inbound, MqttLink
@@ -94,6 +96,13 @@ class Collector:
             on_session=self._session,
         )
         influx = settings.influx
+        # Late readings into the hourly roll-up (1.x): noted by the writer, recomputed here.
+        self.backfill = make_backfill(
+            influx,
+            self.spool,
+            self.sink,
+            backlog_drained=lambda: True,
+        )
         self.writer = Writer(
             self.spool,
             self.sink,
@@ -102,6 +111,7 @@ class Collector:
             backoff=write_backoff(influx.write_backoff_initial_s, influx.write_backoff_max_s),
             on_rejected=self._dead_letter_lines,
             oldest_allowed_ms=self._oldest_allowed_ms,
+            on_written=self.backfill.note_written if self.backfill is not None else None,
         )
         self.alerts: AlertService | None = None
         if alerting:
@@ -127,6 +137,10 @@ class Collector:
             keep_dead_letters=self._keep_dead_letters,
         )
         self.link.set_message_sink(self.ingest.put)
+        # READY, STATUS and the watchdog rule (daemon/collector/systemd.py).
+        self.systemd = CollectorSystemd(
+            settings, link=self.link, ingest=self.ingest, writer=self.writer, spool=self.spool
+        )
         self.web = Web(self, clock_ms)  # the board, the sign-out sheet, the HTTP server
         # State files found broken at start and replaced (daemon/sqlite_files.py).
         self.recoveries = [
@@ -151,6 +165,7 @@ class Collector:
                 "state_files_recovered": len(self.recoveries),
                 **self.deadletters.fields(),
                 "session_lost": self.session_lost,
+                **(self.backfill.fields() if self.backfill is not None else {}),
             },
         )
 
@@ -316,15 +331,18 @@ class Collector:
 
     def start(self) -> Callable[[], None]:
         def part(name: str, work: Callable[[threading.Event], None]) -> Callable[[float], bool]:
-            return supervise(name, work, on_give_up=self._give_up)
+            return supervise(name, self.systemd.part(name, work), on_give_up=self._give_up)
 
         stop_writer = part("writer", self.writer.run)
         stop_ingest = part("ingest", self.ingest.run)
         stop_stats = part("stats", self.stats.run)
         stop_alerts = part("alerts", self.alerts.run) if self.alerts is not None else None
+        backfill = self.backfill
+        stop_backfill = part("backfill", backfill.run) if backfill and backfill.enabled else None
         stop_link = self.link.start()
         self._announce_recoveries()
         stop_web = self.web.start(self._give_up)
+        stop_notify = self.systemd.start()  # READY=1 once MQTT is connected: HTTP serves now
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
             " + ".join(wire.subscriptions(self._prefix)),
@@ -335,11 +353,14 @@ class Collector:
 
         def undo() -> None:
             _LOG.info("collector stopping")
+            stop_notify()  # STOPPING=1: no watchdog ping while the parts wind down
             stop_web()
             stop_ingest(30.0)  # no more acks: what is not spooled is redelivered later
             if stop_alerts is not None:
                 stop_alerts(10.0)  # its last events still go out on the link
             stop_link()
+            if stop_backfill is not None:
+                stop_backfill(10.0)  # between statements; a pending hour stays pending
             stop_stats(5.0)
             self.stats.try_report()  # the last counters, so the history ends where we stopped
             stop_writer(30.0)

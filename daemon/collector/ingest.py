@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fleet.daemon import wire
+from fleet.daemon import liveness, wire
 from fleet.daemon.collector.deadletters import DeadLetter
 from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.collector.seqtrack import SeqTracker
@@ -110,6 +110,7 @@ class Ingest:
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
+                liveness.beat()  # every turn, idle ones too: the watchdog's proof of life
                 batch = self._take_batch(timeout=0.2)
                 if batch:
                     self._process(batch, stop)
@@ -265,6 +266,7 @@ class Ingest:
     def _commit(self, entries: list[Entry], stop: threading.Event, seq: list[SeqRow]) -> bool:
         """Commit to the spool, waiting (not dropping) while it is full or failing."""
         while not stop.is_set():
+            liveness.beat()  # waiting for room is work: a restart would not make any
             if self._spool.full:
                 self._cannot_commit(
                     "spool full",

@@ -248,6 +248,11 @@ def _alert_metrics(collector: CollectorParts) -> list[Metric]:
         counter("fleet_alert_acks_total", "Alerts acknowledged.", c.acks),
         counter("fleet_alert_control_total", "Availability and ack messages taken.", c.control),
         counter("fleet_alert_bad_control_total", "Control messages refused.", c.bad_control),
+        counter(
+            "fleet_alert_availability_ignored_total",
+            "Availability messages ignored: an agent or device the registry does not back.",
+            c.availability_ignored,
+        ),
         counter("fleet_alert_errors_total", "Readings or ticks the engine failed on.", c.errors),
         counter("fleet_alert_late_total", "Readings too late for the engine.", e.late),
         counter(
@@ -272,6 +277,41 @@ def _alert_metrics(collector: CollectorParts) -> list[Metric]:
     ]
 
 
+def _rollup_metrics(collector: CollectorParts) -> list[Metric]:
+    """Late readings and the roll-up's backfill (absent without a 1.x roll-up)."""
+    backfill = collector.backfill
+    if backfill is None:
+        return []
+    f = backfill.fields()
+    return [
+        counter(
+            "fleet_rollup_late_points_total",
+            "Points written after their hour's last continuous query run.",
+            f["rollup_late_points"],
+        ),
+        gauge(
+            "fleet_rollup_late_hours",
+            "Hours of the roll-up waiting to be recomputed.",
+            f["rollup_late_hours"],
+        ),
+        counter(
+            "fleet_rollup_backfilled_hours_total",
+            "Hours of the roll-up recomputed.",
+            f["rollup_backfilled_hours"],
+        ),
+        counter(
+            "fleet_rollup_backfill_failures_total",
+            "Roll-up recomputations InfluxDB refused or did not answer (retried).",
+            f["rollup_backfill_failures"],
+        ),
+        counter(
+            "fleet_rollup_errors_total",
+            "Late points that could not be looked at or recorded (logged).",
+            f["rollup_errors"],
+        ),
+    ]
+
+
 def http_metric(counts: Mapping[str, int]) -> Metric:
     """The HTTP server's counters (requests by status class, refusals...), one label each."""
     return Metric(
@@ -290,6 +330,7 @@ def collector_metrics(
 ) -> list[Metric]:
     """Every metric of a running collector; the board and HTTP parts when they are given."""
     metrics = [*_ingest_metrics(collector), *_state_metrics(collector), *_alert_metrics(collector)]
+    metrics += _rollup_metrics(collector)
     if http_counts is not None:
         metrics.append(http_metric(http_counts()))
     if verdicts is not None:

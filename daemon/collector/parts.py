@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from fleet.config import FleetSettings
 from fleet.daemon.collector.alerting import AlertService
+from fleet.daemon.collector.backfill import RollupBackfill
 from fleet.daemon.collector.deadletters import DeadLetterStore
 from fleet.daemon.collector.ingest import Ingest
 from fleet.daemon.collector.stats import StatsReporter
@@ -28,6 +29,7 @@ class CollectorParts(Protocol):
     deadletters: DeadLetterStore
     link: MqttLink
     alerts: AlertService | None
+    backfill: RollupBackfill | None  # the roll-up's late hours (InfluxDB 1.x with a roll-up)
     session_lost: int  # persistent MQTT sessions the broker no longer had
     recoveries: list[Recovery]  # state files found broken at start and replaced
 

@@ -9,8 +9,18 @@ both policies, and extra aggregates get a suffix (`pct_min`, `speed_kmh_max`).
 
 RESAMPLE EVERY/FOR makes the server recompute the last hours again and again: the current
 hour shows up in the roll-up `downsample_every` after its readings, and readings an agent
-delivers late (store and forward) are still counted while they are younger than
-`downsample_for`.
+delivers late (store and forward) are still counted while their hour is recomputed. Later
+than that they are not: `late_before_ms` says which readings the CQs will no longer see, and
+the collector recomputes their hours itself with the same SELECT (`backfill_statement`,
+daemon/collector/backfill.py).
+
+When InfluxDB 1.x last recomputes an hour (services/continuous_querier/service.go): a CQ
+runs at every multiple of EVERY (Go's `Time.Truncate`, which counts from 0001-01-01 UTC -
+the same grid as the Unix epoch whenever EVERY divides a day) and recomputes the buckets
+from `truncate_1h(run + 1h - FOR - 1ns)`. So the hour starting at H is recomputed for the
+last time by the run at `floor_EVERY(H + FOR)`: with EVERY 10m and FOR 2h, the 09:00 hour
+for the last time at 11:00. A point InfluxDB took before that run is in the roll-up; one
+taken at or after it is not.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ROLLUP_INTERVAL = "1h"
+HOUR_MS = 3_600_000  # ROLLUP_INTERVAL in ms: the CQ's GROUP BY time(1h) buckets
+# Go's zero time (0001-01-01 UTC) is this long before the Unix epoch (719,162 days).
+_GO_ZERO_MS = 62_135_596_800_000
 
 # (aggregate, raw field, roll-up field)
 _AGGREGATES: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -114,3 +127,42 @@ def continuous_queries(
         )
         queries.append(ContinuousQuery(name, statement))
     return queries
+
+
+def backfill_statement(
+    database: str,
+    raw_policy: str,
+    rollup_policy: str,
+    measurement: str,
+    start_ms: int,
+    end_ms: int,
+) -> str:
+    """The CQ's own SELECT ... INTO, for the whole hours in [start_ms, end_ms) only."""
+    where = f"time >= {start_ms}ms AND time < {end_ms}ms"
+    return select_into(database, raw_policy, rollup_policy, measurement, where)
+
+
+def hour_of(ts_ms: int) -> int:
+    """The start of the roll-up bucket (UTC hour) a point stamped `ts_ms` falls in."""
+    return ts_ms - ts_ms % HOUR_MS
+
+
+def last_cq_run_ms(hour_ms: int, every_ms: int, for_ms: int) -> int:
+    """When (InfluxDB's clock) a CQ with RESAMPLE EVERY/FOR recomputes this hour the last time."""
+    edge = hour_ms + for_ms
+    return edge - (edge + _GO_ZERO_MS) % every_ms
+
+
+def late_before_ms(now_ms: int, every_ms: int, for_ms: int, margin_ms: int) -> int:
+    """Points stamped before this, taken by InfluxDB at `now_ms`, miss the CQs.
+
+    A point is late when the last CQ run over its hour is not after `now_ms + margin_ms`
+    (the margin: how far InfluxDB's clock may be ahead of ours). The last run grows with
+    the hour, so the late hours are exactly those before the first hour still to come.
+    """
+    horizon = now_ms + margin_ms
+    # last_cq_run_ms(h) > h + FOR - EVERY: no hour after this one can be late.
+    hour = hour_of(horizon - for_ms + every_ms)
+    while last_cq_run_ms(hour, every_ms, for_ms) > horizon:
+        hour -= HOUR_MS
+    return hour + HOUR_MS

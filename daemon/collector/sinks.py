@@ -127,6 +127,11 @@ class V1Sink:
                 return WriteResult(400, "; ".join(errors))
         return result
 
+    def query(self, statement: str) -> WriteResult:
+        """Run statements that change data (the roll-up's backfill, backfill.py); any
+        statement's error is a 400 with InfluxDB's words."""
+        return self._query(statement)
+
     def _show(self, *statements: str) -> tuple[WriteResult, list[list[list[Any]]]]:
         """SHOW statements on our database in one request: the reply and, per statement,
         every row of the series of our database."""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fleet.daemon import liveness
 from fleet.daemon.collector.rejections import error_text, rejected_lines
 from fleet.daemon.collector.sinks import Sink, WriteResult
 from fleet.daemon.spool import Spool, SpoolRow
@@ -68,6 +69,7 @@ class Writer:
         on_rejected: RejectedLineSink,
         oldest_allowed_ms: Callable[[], int | None],
         shutdown_grace_s: float = 5.0,
+        on_written: Callable[[list[SpoolRow]], None] | None = None,
     ) -> None:
         self._spool = spool
         self._sink = sink
@@ -77,6 +79,9 @@ class Writer:
         self._backoff = backoff
         self._on_rejected = on_rejected
         self._oldest_allowed_ms = oldest_allowed_ms
+        # Rows InfluxDB confirmed, before they leave the spool (the roll-up's late hours,
+        # backfill.py): its sqlite3.Error keeps the batch, which is then written again.
+        self._on_written = on_written
         self._shutdown_grace_s = shutdown_grace_s
         self._wake = threading.Event()
         self._needs_bootstrap = True
@@ -99,6 +104,7 @@ class Writer:
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
+                liveness.beat()  # the watchdog's proof of life (daemon/liveness.py)
                 wait = self._due_in()
                 if wait <= 0:
                     try:
@@ -184,6 +190,8 @@ class Writer:
         return self._failed(result)
 
     def _succeeded(self, rows: list[SpoolRow], elapsed_ms: float) -> None:
+        if self._on_written is not None:
+            self._on_written(rows)
         self._spool.remove(rows)
         if self._spool_failing:
             _LOG.warning("spool works again under the writer")

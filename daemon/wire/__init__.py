@@ -10,7 +10,8 @@ reading is stored (InfluxDB measurements and line protocol) is the collector's b
 
 Modules: `topics` (building and parsing topics), `envelope` (the telemetry JSON and the
 decoded reading), `owntracks`, `reasons` (why a message is refused, the dead-letter payload),
-`decode` (the `Decoder`). Everything public is re-exported here: ``wire.Decoder(...)``.
+`decode` (the `Decoder`), `identity` (whose availability messages count). Everything public
+is re-exported here: ``wire.Decoder(...)``.
 """
 
 from fleet.daemon.wire.decode import Decoder, DeviceRef
@@ -21,6 +22,7 @@ from fleet.daemon.wire.envelope import (
     Timestamp,
     encode_telemetry,
 )
+from fleet.daemon.wire.identity import ControlRegistry
 from fleet.daemon.wire.owntracks import OwnTracksLocation
 from fleet.daemon.wire.reasons import Reason, Rejected, deadletter_payload
 from fleet.daemon.wire.topics import (
@@ -51,6 +53,7 @@ __all__ = [
     "VERSION",
     "Battery",
     "Control",
+    "ControlRegistry",
     "DecodedReading",
     "Decoder",
     "DeviceRef",

@@ -15,6 +15,8 @@ from fleet.daemon.wire.topics import VERSION, check_kind, check_prefix
 from fleet.drivers.contract import ID_RULE, check_id, id_problem, show
 
 _TOPIC_CACHE_SIZE = 4096
+# Unregistered phones remembered with the OwnTracks user that first reported as them.
+_CLAIMS_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class Decoder:
         self._kinds = frozenset(check_kind(k) for k in kinds)
         self._registry = registry
         self._owntracks_map = owntracks_map
+        self._owntracks_of = {device: pair for pair, device in owntracks_map.items()}
+        # Unregistered device id -> the OwnTracks user that first reported as it (since start).
+        self._claims: dict[str, str] = {}
         self._max_bytes = max_payload_bytes
         self._max_future_s = max_future_s
         self._max_age_s = max_age_s
@@ -119,11 +124,10 @@ class Decoder:
         if len(parts) != 3 or not parts[1] or not parts[2]:
             detail = f"topic {show(topic)} is not owntracks/{{user}}/{{device}}"
             raise Rejected(Reason.BAD_TOPIC, detail)
-        device = self._owntracks_map.get(f"{parts[1]}/{parts[2]}", parts[2])
-        problem = id_problem(device)
-        if problem is not None:
-            detail = f"OwnTracks device {show(device)} {problem}; {ID_RULE} (or map it)"
-            raise Rejected(Reason.BAD_TOPIC, detail)
+        device = self._owntracks_map.get(f"{parts[1]}/{parts[2]}")
+        unregistered = device is None
+        if device is None:
+            device = self._unregistered_phone(topic, parts[1], parts[2])
         try:
             data = pydantic_core.from_json(payload)
         except ValueError as exc:
@@ -138,11 +142,45 @@ class Decoder:
         except ValidationError as exc:
             raise rejected(exc) from None
         battery, location = o.groups()
+        if unregistered:
+            self._claim(device, parts[1])
         ref = self._registry.get(device)
         site, kind = (ref.site, ref.kind) if ref is not None else (self._default_site, "handheld")
         return DecodedReading(
             site, kind, device, None, to_ms(o.tst), battery, location, None, "owntracks"
         )
+
+    def _unregistered_phone(self, topic: str, user: str, device: str) -> str:
+        """The device id of an OwnTracks pair the registry does not name: its device part,
+        unless that is a registered device (only its registered pair may report as it) or
+        another unregistered user's phone (two people's positions must not become one track)."""
+        problem = id_problem(device)
+        if problem is not None:
+            detail = f"OwnTracks device {show(device)} {problem}; {ID_RULE} (or map it)"
+            raise Rejected(Reason.BAD_TOPIC, detail)
+        if device in self._registry:
+            pair = self._owntracks_of.get(device)
+            whose = f"{pair} is" if pair is not None else f"{device} has none"
+            detail = (
+                f"{show(topic)} is not the registered OwnTracks identity of device "
+                f'"{device}" ({whose}); not stored as {device}'
+            )
+            raise Rejected(Reason.REGISTRY_MISMATCH, detail)
+        first = self._claims.get(device, user)
+        if first != user:
+            detail = (
+                f'{show(topic)}: unregistered device "{device}" already reports as OwnTracks '
+                f"user {show(first)} (since the collector started); register each phone "
+                '(owntracks = "user/device")'
+            )
+            raise Rejected(Reason.REGISTRY_MISMATCH, detail)
+        return device
+
+    def _claim(self, device: str, user: str) -> None:
+        """`user` reports as the unregistered `device` from now on (a reading of it was valid)."""
+        self._claims.setdefault(device, user)
+        if len(self._claims) > _CLAIMS_SIZE:
+            del self._claims[next(iter(self._claims))]  # the oldest: bounded against invented ids
 
     def _check_ts(self, ts_ms: int) -> None:
         ahead_s = (ts_ms - self._now_ms()) / 1000

@@ -80,6 +80,14 @@ class Control:
     id: str  # device or agent id
     rule: str = ""
 
+    def topic(self, prefix: str) -> str:
+        """The topic it came on (as parsed: the builders would refuse a reserved kind)."""
+        if self.what == "ack":
+            tail = f"alerts/{self.id}/{self.rule}/ack"
+        else:
+            tail = f"{self.kind}/{self.id}/availability"  # kind is "agent" for an agent's
+        return f"{prefix}/{VERSION}/{self.site}/{tail}"
+
 
 def parse_control(prefix: str, topic: str) -> Control | None:
     """The control topic's parts, or None when `topic` is not a valid control topic."""

@@ -302,11 +302,17 @@ def telemetry_topic(tape: Tape) -> str:
     return "/".join(levels)
 
 
+# sw-03 is registered without an OwnTracks identity, hh-07 as alice/phone (test_decoder).
+IMPOSTORS = ["owntracks/mallory/sw-03", "owntracks/mallory/hh-07", "owntracks/alice/hh-07"]
+
+
 def owntracks_topic(tape: Tape) -> str:
     how = tape.weighted([(6, "mapped"), (6, "plain"), (1, "user"), (1, "device"), (1, "extra"),
-                         (1, "wild")])  # fmt: skip
+                         (1, "wild"), (1, "impostor")])  # fmt: skip
     if how == "mapped":
         return "owntracks/alice/phone"  # mapped to hh-07 in the registry
+    if how == "impostor":  # an unregistered pair naming a registered device
+        return tape.pick(IMPOSTORS)
     user, device = "bob", "hh-1"
     if how == "user":
         user = hostile_level(tape)

@@ -18,10 +18,11 @@ PREFIX, SITE = "fleet", "allingtown"
 FIRING = ("sw-05", "battery_critical")
 
 
-def settings(tmp_path: Path) -> FleetSettings:
+def settings(tmp_path: Path, extra: str = "") -> FleetSettings:
+    """`extra`: whole TOML sections after [alerts] (a registry of devices and agents)."""
     path = tmp_path / "fleet.toml"
     path.write_text(
-        f'[site]\nid = "{SITE}"\n\n[alerts]\nstate_path = "{tmp_path / "alerts.sqlite"}"\n'
+        f'[site]\nid = "{SITE}"\n\n[alerts]\nstate_path = "{tmp_path / "alerts.sqlite"}"\n{extra}'
     )
     return load_settings(path, environ={})
 
@@ -52,10 +53,10 @@ class AlertRig:
 
 
 @contextmanager
-def alert_service(tmp_path: Path) -> Iterator[AlertRig]:
+def alert_service(tmp_path: Path, extra: str = "") -> Iterator[AlertRig]:
     """A running AlertService with FIRING firing (so that acknowledgements have a target)."""
     service = AlertService(
-        settings(tmp_path),
+        settings(tmp_path, extra),
         spool=Spool(tmp_path / "spool.sqlite", max_bytes=1 << 30, fsync=False),
         publish=lambda topic, payload, retain: None,
         on_spooled=lambda: None,

@@ -2,9 +2,11 @@
 
 Per message: `parse_control` gives a Control of valid ids or None (then the message is the
 decoder's, which must refuse it cleanly); `AlertService.control` never raises, and counts a
-payload the contract does not allow as `bad_control` (and one it allows not). The alert
-thread, running meanwhile as in the collector, must survive every queued piece of work:
-a sentinel reading handed over after the run comes out as an alert.
+payload the contract does not allow, or an ack on another site's topic than its alert's, as
+`bad_control` (and one it allows not); availability from an agent or for a device the registry
+does not back (REGISTRY) as `availability_ignored`. The alert thread, running meanwhile as in
+the collector, must survive every queued piece of work: a sentinel reading handed over after
+the run comes out as an alert.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from tests.fuzz.tape import Tape
 from tests.fuzz.test_decoder import check_rejected, decoder
 
 pytestmark = pytest.mark.fuzz
+
+# The firing alert's device, read by the one registered agent.
+REGISTRY = f"""
+[[devices]]
+id = "{FIRING[0]}"
+kind = "segway"
+
+[[agents]]
+id = "agent-1"
+devices = ["{FIRING[0]}"]
+"""
 
 
 # --- cases --------------------------------------------------------------------------------------
@@ -101,6 +114,8 @@ def expected_bad(control: wire.Control, payload: bytes) -> bool | None:
         return None if text in ("online", "offline") else True
     if not text:
         return True
+    if (control.id, control.rule) == FIRING and control.site != SITE:
+        return True  # whoever it names: not on the alert's own site's topic
     if not text.startswith("{"):
         return not a_name(text)  # a plain name
     try:
@@ -109,6 +124,13 @@ def expected_bad(control: wire.Control, payload: bytes) -> bool | None:
         return True
     by = decoded.get("by") if isinstance(decoded, dict) else None
     return not (isinstance(by, str) and a_name(by))
+
+
+def expected_ignored(control: wire.Control) -> bool:
+    """Whether REGISTRY backs this availability message's sender (agent) or device."""
+    if control.what == "agent":
+        return (control.site, control.id) != (SITE, "agent-1")
+    return (control.site, control.kind, control.id) != (SITE, "segway", FIRING[0])
 
 
 def a_name(text: str) -> bool:
@@ -122,7 +144,7 @@ def a_name(text: str) -> bool:
 
 def test_control_messages(tmp_path):
     t = tally("control (ack, availability)")
-    with alert_service(tmp_path) as rig:
+    with alert_service(tmp_path, REGISTRY) as rig:
         service = rig.service
 
         @FUZZ
@@ -142,13 +164,19 @@ def test_control_messages(tmp_path):
             for value in (control.site, control.id, *([control.rule] if control.rule else [])):
                 wire.check_id("control id", value)
             before = service.counters.bad_control
+            ignored_before = service.counters.availability_ignored
             service.control(control, payload)
             counted = service.counters.bad_control - before
+            ignored = service.counters.availability_ignored - ignored_before
             assert counted in (0, 1)
+            assert counted + ignored in (0, 1), "one message, one count"
             bad = expected_bad(control, payload)
             if bad is not None:
                 assert counted == int(bad), f"bad_control {counted}, the contract says {bad}"
-            t.add(f"{control.what} {'refused' if counted else 'taken'}")
+            if control.what != "ack" and not counted:
+                assert ignored == int(expected_ignored(control)), f"availability_ignored {ignored}"
+            verdict = "refused" if counted else "ignored" if ignored else "taken"
+            t.add(f"{control.what} {verdict}")
 
         one()
         rig.check_drained()

@@ -18,7 +18,13 @@ from fleet.daemon import wire
 from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.wire import DecodedReading, Decoder, DeviceRef, Rejected
 from tests.fuzz.cases import FUZZ, Tally, check_scale, tally
-from tests.fuzz.hostile import NOW_MS, Message, owntracks_messages, telemetry_messages
+from tests.fuzz.hostile import (
+    IMPOSTORS,
+    NOW_MS,
+    Message,
+    owntracks_messages,
+    telemetry_messages,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -125,6 +131,10 @@ def test_owntracks_messages():
         if m.intact and m.topic in ("owntracks/alice/phone", "owntracks/bob/hh-1"):
             location = isinstance(m.doc, dict) and m.doc.get("_type") == "location"
             assert isinstance(result, DecodedReading) if location else result is None, result
+        if m.topic in IMPOSTORS and len(m.payload) <= MAX_PAYLOAD:
+            # Whatever the payload: the topic alone refuses it.
+            assert isinstance(result, Rejected), result
+            assert result.reason is wire.Reason.REGISTRY_MISMATCH, result
 
     one()
     check_scale(t)
