@@ -108,7 +108,23 @@ class InfluxSettings(StrictModel):
     downsample_for: str = Field(
         default="2h",
         description="How far back each continuous query run recomputes (RESAMPLE FOR, at least "
-        "1h): readings arriving later than this (long outages) miss the roll-up.",
+        "1h); the collector recomputes the hours of readings written later than this itself "
+        "(backfill_hours_per_minute).",
+    )
+    backfill_hours_per_minute: int = Field(
+        default=60,
+        ge=0,
+        le=100_000,
+        description="v1 with a roll-up: most hours of the roll-up recomputed per minute for "
+        "readings written too late for the continuous queries (an outage's backlog), once the "
+        "spool holds less than one batch; 0 recomputes nothing (late hours are still counted).",
+    )
+    backfill_settle_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="An hour is recomputed once no late reading has been written for it for this "
+        "long (after a start: this long after it), so a backlog is recomputed once, not per batch.",
     )
     org: str | None = Field(
         default=None, min_length=1, description="v2 only: the organisation (required for v2)."
