@@ -101,7 +101,9 @@ class Collector:
             influx,
             self.spool,
             self.sink,
-            backlog_drained=lambda: True,
+            backlog_drained=lambda: (
+                self.spool.depth().points < influx.batch_size and self.writer.failing_for_s is None
+            ),
         )
         self.writer = Writer(
             self.spool,

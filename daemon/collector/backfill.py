@@ -57,7 +57,8 @@ class BackfillCounters:
     backfilled_hours: int = 0  # hours recomputed, InfluxDB said OK (backfill thread)
     failures: int = 0  # statements InfluxDB refused or did not answer (backfill thread)
     note_errors: int = 0  # batches whose late points could not be looked at (writer thread)
-    store_errors: int = 0  # pending hours that could not be written down (backfill thread)
+    store_errors: int = 0  # recomputed hours that could not be written down (backfill thread)
+    loop_errors: int = 0  # steps that failed for another reason, a bug (backfill thread)
 
 
 def _ms(duration: str) -> int:
@@ -146,9 +147,21 @@ class RollupBackfill:
     # -- its own thread --------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        failing = False
         try:
             while not stop.is_set():
-                stop.wait(self.step())
+                try:
+                    delay = self.step()
+                except Exception:  # noqa: BLE001 - a roll-up hour is not worth the collector
+                    # (the supervisor stops the whole collector after a few crashes in a row)
+                    self.counters.loop_errors += 1
+                    if not failing:
+                        _LOG.exception("roll-up backfill failed; trying again")
+                    failing = True
+                    delay = self._settings.write_backoff_max_s
+                else:
+                    failing = False
+                stop.wait(delay)
         finally:
             self._spool.close()  # this thread's connection
 
@@ -230,7 +243,7 @@ class RollupBackfill:
             "rollup_late_hours": len(self.pending),
             "rollup_backfilled_hours": c.backfilled_hours,
             "rollup_backfill_failures": c.failures,
-            "rollup_errors": c.note_errors + c.store_errors,
+            "rollup_errors": c.note_errors + c.store_errors + c.loop_errors,
         }
 
 

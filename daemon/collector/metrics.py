@@ -306,7 +306,7 @@ def _rollup_metrics(collector: CollectorParts) -> list[Metric]:
         ),
         counter(
             "fleet_rollup_errors_total",
-            "Late points that could not be looked at or recorded (logged).",
+            "Roll-up bookkeeping that failed: a batch not looked at, a recompute not recorded (logged).",
             f["rollup_errors"],
         ),
     ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fleet.daemon.collector.late import PendingHours, Taken, late_points
 from fleet.daemon.collector.sinks import WriteResult
 from fleet.daemon.spool import Spool, SpoolRow
 from fleet.drivers.backoff import Backoff
+from tests.harness.waiting import wait_until
 
 H = rollup.HOUR_MS
 MIN = 60_000
@@ -404,3 +406,44 @@ def test_an_hour_influxdb_keeps_refusing_holds_no_other_back(spool: Spool) -> No
             pass
     assert backfill.pending.hours() == [at(4)]
     assert backfill.counters.backfilled_hours == 3
+
+
+def test_hours_whose_recompute_could_not_be_recorded_stay_pending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool: Any = RefusingSpool()
+    spool.refuse = False
+    backfill = _backfill(spool, Clock(), FakeInflux())
+    backfill.pending.note([at(3)])
+    spool.refuse = True  # the disk filled up meanwhile
+    with caplog.at_level(logging.ERROR):
+        assert backfill.step() == 1.0
+    assert "could not record recomputed roll-up hours" in caplog.text
+    assert backfill.pending.hours() == [at(3)]  # recomputed once more later: harmless
+    assert json.loads(spool.meta[pending_key(backfill._settings)]) == [at(3)]
+    assert backfill.fields()["rollup_errors"] == 1
+    assert backfill.fields()["rollup_backfilled_hours"] == 0
+
+
+def test_a_bug_in_a_step_is_counted_and_the_loop_goes_on(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(statement: str) -> WriteResult:
+        raise RuntimeError("a bug")
+
+    backfill = _backfill(spool, Clock(), broken)  # type: ignore[arg-type]
+    backfill.pending.note([at(3)])
+    stop = threading.Event()
+    thread = threading.Thread(target=backfill.run, args=(stop,))
+    with caplog.at_level(logging.ERROR):
+        thread.start()
+        try:
+            wait_until(lambda: backfill.counters.loop_errors >= 1, timeout=10, message="a step")
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(10)
+    assert not thread.is_alive()
+    assert "roll-up backfill failed" in caplog.text
+    assert backfill.pending.hours() == [at(3)]
+    assert backfill.fields()["rollup_errors"] == 1
