@@ -355,7 +355,7 @@ UNITS = {
             "mqtt.password:/etc/fleet/credentials/mqtt.password",
         ],
     ),
-    "fleet-agent.service": ("agent", ["mqtt.password:/etc/fleet/credentials/mqtt.password"]),
+    "fleet-agent.service": ("agent", ["mqtt.password:/etc/fleet/credentials/agent-mqtt.password"]),
 }
 
 
@@ -372,7 +372,8 @@ def test_unit_execstart_names_the_real_console_script_and_command(name):
 
     args = build_parser().parse_args(argv)
     assert args.command == command
-    assert str(args.config) == "/etc/fleet/fleet.toml"
+    # The agent has its own file: on one box with the collector it is another broker user.
+    assert str(args.config) == f"/etc/fleet/{'agent' if command == 'agent' else 'fleet'}.toml"
     assert entries["Service.RestartPreventExitStatus"] == ["78"]
     assert entries["Service.StateDirectory"] == ["fleet"]
     assert sorted(entries["Service.LoadCredential"]) == credentials
