@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from fleet.config.base import StrictModel
+from fleet.config.base import IdStr, StrictModel
 
 _MIB = 1024 * 1024
 USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -196,8 +196,16 @@ def _split_bind(value: str) -> tuple[str, int]:
 
 
 class CollectorSettings(StrictModel):
-    """Limits of the collector's ingest path."""
+    """Limits of the collector's ingest path, and the sites it owns."""
 
+    sites: list[IdStr] = Field(
+        default_factory=list,
+        description="Sites this collector owns (site ids): it subscribes only to their "
+        "topics and stores, alerts on and shows only their devices; OwnTracks phones go by "
+        "their registry site, unregistered ones by site.id. Empty: every site. Several "
+        "collectors on one broker each own their own sites (each with its own "
+        "mqtt.client_id, spool, alert state and HTTP bind).",
+    )
     max_payload_bytes: int = Field(
         default=65536,
         ge=1,
@@ -231,6 +239,20 @@ class CollectorSettings(StrictModel):
         description="Largest size of the kept dead letters in bytes (at least 1 MiB); past it "
         "the oldest are dropped and counted (pipeline field deadletters_dropped).",
     )
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, sites: list[str]) -> list[str]:
+        twice = sorted({s for s in sites if sites.count(s) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "fleet_sites", "site {site} is listed twice", {"site": ", ".join(twice)}
+            )
+        return sites
+
+    def owns(self, site: str) -> bool:
+        """Whether this collector stores, alerts on and shows the site's devices."""
+        return not self.sites or site in self.sites
 
     def deadletter_file(self, spool_path: Path) -> Path:
         """The dead-letter store's file: `deadletter_path`, else beside the spool."""

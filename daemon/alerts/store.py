@@ -14,9 +14,9 @@ import logging
 import operator
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fleet.config.alerts import Rule, Severity
 from fleet.daemon.alerts.model import AlertRecord, PendingDelivery, Silence
@@ -24,6 +24,7 @@ from fleet.daemon.alerts.rules import DeviceView
 from fleet.daemon.sqlite_files import Recovery, connect, open_checked
 
 _LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert (
@@ -73,8 +74,12 @@ def _doc(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
 
 
 class AlertStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sites: Collection[str] = ()) -> None:
         self._path = path
+        # The sites the collector owns (empty: every site). State of another site's devices,
+        # kept from when this collector owned it, stays in the file but is not loaded: the
+        # engine would call them offline (it never hears them now) and repeat their alerts.
+        self._sites = frozenset(sites)
         # A broken file is moved aside (what reads back is kept) rather than crash every start.
         self.recovery: Recovery | None = open_checked(path)
         self.error: str | None = None  # why the last write failed, until one succeeds
@@ -106,7 +111,7 @@ class AlertStore:
                 )
                 continue
             self._written[("a", f"{device}/{rule}")] = _values(records[-1])[1]
-        return records
+        return self._owned(records, "alerts", lambda r: r.site)
 
     def load_views(self) -> dict[str, DeviceView]:
         views = {}
@@ -119,7 +124,23 @@ class AlertStore:
                 _LOG.warning("device state of %s in %s is unreadable; dropped", device, self._path)
                 continue
             self._written[("d", device)] = _values(views[device])[1]
-        return views
+        kept = self._owned(list(views.items()), "device states", lambda item: item[1].site)
+        return dict(kept)
+
+    def _owned(self, items: list[_T], what: str, site: Callable[[_T], str]) -> list[_T]:
+        """The items of the sites this collector owns; how many others were left is logged."""
+        if not self._sites:
+            return items
+        kept = [item for item in items if site(item) in self._sites]
+        if len(kept) < len(items):
+            _LOG.warning(
+                "alert state %s: %s of sites this collector does not own (collector.sites) "
+                "not loaded: %d",
+                self._path,
+                what,
+                len(items) - len(kept),
+            )
+        return kept
 
     def load_silences(self) -> list[Silence]:
         with self._lock:

@@ -75,16 +75,24 @@ class FleetView:
         self._lock = threading.Lock()
         self._tracks: dict[str, _Track] = {}
         self._registered: set[str] = set()
+        # The sites this collector owns (empty: every site): another collector's devices
+        # are neither listed nor taken in (the seed from InfluxDB holds every site's).
+        self._sites = frozenset(settings.collector.sites)
         for d in settings.devices:
-            self._tracks[d.id] = _Track(d.site or settings.site.id, d.kind, d.name)
-            self._registered.add(d.id)
+            site = d.site or settings.site.id
+            if not self._sites or site in self._sites:
+                self._tracks[d.id] = _Track(site, d.kind, d.name)
+                self._registered.add(d.id)
 
     # --- the ingest thread ---------------------------------------------------------------
 
     def observe(self, readings: list[wire.DecodedReading], heard_ms: int) -> None:
         """Merge a spooled batch of readings (any order, any age) into the view."""
+        sites = self._sites
         with self._lock:
             for r in readings:
+                if sites and r.site not in sites:
+                    continue
                 track = self._tracks.get(r.device)
                 if track is None:
                     track = self._tracks[r.device] = _Track(r.site, r.kind, None)
@@ -232,6 +240,11 @@ class FleetView:
             assignment=context.assignments.get(device),
             out_of_service=context.out_of_service.get(device),
         )
+
+    def sites(self) -> set[str]:
+        """The sites of the devices registered or heard."""
+        with self._lock:
+            return {t.site for t in self._tracks.values()}
 
     def sample_count(self) -> int:
         """Samples held across all devices (the memory bound's measure)."""

@@ -68,7 +68,10 @@ class BoardService:
         self._alerts = alerts
         self._inject = inject
         self.tz = ZoneInfo(settings.alerts.timezone)
-        self.site_names = settings.site.names()
+        owned = settings.collector.sites  # empty: every site
+        names = settings.site.names()
+        # The sites' names as the pages' chooser lists them: only the owned ones, if listed.
+        self.site_names = {s: names.get(s, s) for s in owned} if owned else names
         self._overdue_raised: dict[str, Assignment] = {}
         self._lock = threading.Lock()  # changes are judged and recorded one at a time
         self.snapshots = Snapshots(self._devices_json)  # the list as served, shared
@@ -99,11 +102,18 @@ class BoardService:
         ]
         return json.dumps(items, ensure_ascii=False).encode("utf-8", "replace")
 
+    def site_ids(self) -> list[str]:
+        """The sites this board shows: those the collector owns (`collector.sites`), even
+        before any device is heard; owning every site, this one and every site registered
+        or heard from."""
+        owned = self.settings.collector.sites
+        return sorted(owned) if owned else sorted({self.settings.site.id} | self.view.sites())
+
     def sites(self) -> list[dict[str, object]]:
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for v in self.verdicts():
             counts[v.site][str(v.state)] += 1
-        known = sorted(set(counts) | {self.settings.site.id})
+        known = sorted(set(counts) | set(self.site_ids()))
         return [
             {
                 "site": s,

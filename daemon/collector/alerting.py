@@ -112,7 +112,7 @@ class AlertService:
         self._on_spooled = on_spooled
         self._clock_ms = clock_ms
         # One file for alert state and pending notifications: both must survive a restart.
-        store = self.store = AlertStore(alerts.state_path)
+        store = self.store = AlertStore(alerts.state_path, sites=settings.collector.sites)
         self.engine = AlertEngine(
             alerts,
             store=store,

@@ -58,6 +58,7 @@ def make_decoder(settings: FleetSettings, now_ms: Callable[[], int] = _now_ms) -
         max_future_s=settings.collector.max_future_s,
         max_age_s=settings.influx.retention_seconds,
         now_ms=now_ms,
+        sites=settings.collector.sites,
     )
 
 
@@ -84,9 +85,11 @@ class Collector:
             fsync=settings.spool.fsync,
         )
         alerting = settings.alerts.enabled
-        subscriptions = wire.subscriptions(self._prefix)
+        sites = settings.collector.sites  # empty: every site
+        subscriptions = wire.subscriptions(self._prefix, sites)
         if alerting:
-            subscriptions += wire.control_subscriptions(self._prefix)
+            subscriptions += wire.control_subscriptions(self._prefix, sites)
+        self._subscriptions = subscriptions
         self.session_lost = 0  # persistent sessions the broker no longer had
         self.link = MqttLink(
             settings.mqtt,
@@ -167,6 +170,7 @@ class Collector:
                 "state_files_recovered": len(self.recoveries),
                 **self.deadletters.fields(),
                 "session_lost": self.session_lost,
+                "not_ours": self.ingest.counters.not_ours,
                 **(self.backfill.fields() if self.backfill is not None else {}),
             },
         )
@@ -175,6 +179,9 @@ class Collector:
         control = wire.parse_control(self._prefix, message.topic)
         if control is None or self.alerts is None:
             return False
+        if not self.settings.collector.owns(control.site):
+            self.ingest.counters.not_ours += 1  # another collector's site (ingest thread)
+            return True
         if len(message.payload) > CONTROL_MAX_BYTES:
             self.alerts.counters.bad_control += 1  # on the ingest thread, like control()
             detail = (
@@ -229,6 +236,7 @@ class Collector:
             "spool_points": depth.points,
             "received": self.ingest.counters.received,
             "written": self.writer.counters.written_points,
+            "sites": self.web.board.site_ids(),  # the sites this collector owns
         }
         # InfluxDB being away is not ill health: the spool is there for it. Not being
         # able to commit to the spool is: nothing is acknowledged, the broker's queue
@@ -347,7 +355,7 @@ class Collector:
         stop_notify = self.systemd.start()  # READY=1 once MQTT is connected: HTTP serves now
         _LOG.info(
             "collector started: %s -> spool %s -> %s %s",
-            " + ".join(wire.subscriptions(self._prefix)),
+            " + ".join(self._subscriptions),
             self.settings.spool.path,
             self.settings.influx.url,
             self.settings.influx.database,

@@ -47,6 +47,8 @@ class IngestCounters:
     received: int = 0
     accepted: int = 0
     ignored: int = 0
+    # Another collector's: a site this one does not own (collector.sites); not stored here.
+    not_ours: int = 0
     spooled: int = 0
     dead_lettered: int = 0
     # A step after the commit failed (dead-letter publish, ack, hand-over): logged, counted.
@@ -194,6 +196,9 @@ class Ingest:
         """Decode, build the lines, track seq; None once the reading is queued for the spool."""
         c = self.counters
         try:
+            if not self._decoder.ours(message.topic):
+                c.not_ours += 1
+                return None
             reading = self._decoder.decode(message.topic, message.payload)
             if reading is None:
                 c.ignored += 1

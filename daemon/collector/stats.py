@@ -135,7 +135,8 @@ class StatsReporter:
             fields["lag_ms_max"] = round(max(lag_ms), 3)
         lines = [lineproto.line(MEASUREMENT, self._tags, fields, now_ms)]
         for device, s in self._ingest.seq.take_changed():
-            tags = {**self._tags, "kind": s.kind, "device": device}
+            # The device's own site, not the collector's: the per-site panels read these.
+            tags = {**self._tags, "site": s.site, "kind": s.kind, "device": device}
             per_device: dict[str, lineproto.FieldValue] = {
                 "received": s.received,
                 "seq_missing": s.missing,

@@ -42,8 +42,10 @@ class Decoder:
         max_future_s: float,
         max_age_s: float | None,
         now_ms: Callable[[], int],
+        sites: Collection[str] = (),
     ) -> None:
         self._head = f"{check_prefix(prefix)}/{VERSION}/"
+        self._sites = frozenset(sites)  # the sites this collector owns; empty: every site
         self._shape = f"{prefix}/{VERSION}/{{site}}/{{kind}}/{{device}}/telemetry"
         self._default_site = check_id("default_site", default_site)
         self._kinds = frozenset(check_kind(k) for k in kinds)
@@ -57,6 +59,20 @@ class Decoder:
         self._max_age_s = max_age_s
         self._now_ms = now_ms
         self._topics: dict[str, tuple[str, str, str]] = {}
+
+    def ours(self, topic: str) -> bool:
+        """Whether a message on `topic` belongs to a site this collector owns, by the topic
+        alone: a telemetry topic's site level; an OwnTracks pair's registry site, or the
+        default site for a pair the registry does not name (also when it is refused then).
+        Another collector's message is neither stored nor dead-lettered here: it is its
+        owner's, and stored once there."""
+        if not self._sites:
+            return True
+        if topic.startswith(self._head):
+            return topic[len(self._head) :].split("/", 1)[0] in self._sites
+        device = self._owntracks_map.get(topic.partition("/")[2])
+        ref = self._registry.get(device) if device is not None else None
+        return (ref.site if ref is not None else self._default_site) in self._sites
 
     def decode(self, topic: str, payload: bytes) -> DecodedReading | None:
         if len(payload) > self._max_bytes:

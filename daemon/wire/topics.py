@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,15 +60,28 @@ def owntracks_topic(user: str, device: str) -> str:
     return f"owntracks/{user}/{device}"
 
 
-def subscriptions(prefix: str) -> list[str]:
-    """What the collector subscribes to: device telemetry and OwnTracks phones."""
-    return [f"{check_prefix(prefix)}/{VERSION}/+/+/+/telemetry", "owntracks/+/+"]
+def _site_levels(sites: Sequence[str]) -> list[str]:
+    """The {site} level of a collector's filters: each site it owns, or `+` for every site."""
+    return [check_id("site", s) for s in sites] or ["+"]
 
 
-def control_subscriptions(prefix: str) -> list[str]:
-    """What the collector hears besides readings: availability (devices and agents), acks."""
+def subscriptions(prefix: str, sites: Sequence[str] = ()) -> list[str]:
+    """What the collector subscribes to: device telemetry of its sites (`sites`; empty:
+    every site) and OwnTracks phones (their topics carry no site: the collector keeps the
+    phones of its own sites, see `Decoder.ours`)."""
     head = f"{check_prefix(prefix)}/{VERSION}"
-    return [f"{head}/+/+/+/availability", f"{head}/+/alerts/+/+/ack"]
+    return [*(f"{head}/{s}/+/+/telemetry" for s in _site_levels(sites)), "owntracks/+/+"]
+
+
+def control_subscriptions(prefix: str, sites: Sequence[str] = ()) -> list[str]:
+    """What the collector hears besides readings: availability (devices and agents) and
+    acknowledgements, of its sites (`sites`; empty: every site)."""
+    head = f"{check_prefix(prefix)}/{VERSION}"
+    levels = _site_levels(sites)
+    return [
+        *(f"{head}/{s}/+/+/availability" for s in levels),
+        *(f"{head}/{s}/alerts/+/+/ack" for s in levels),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

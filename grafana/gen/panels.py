@@ -87,6 +87,7 @@ def stat(
     color_mode: BigValueColorMode = "value",
     graph_mode: BigValueGraphMode = "none",
     defaults: FieldDefaults | None = None,
+    alias: str = "",
 ) -> PanelBody:
     options: StatOptions = {
         "reduceOptions": reduce(),
@@ -102,7 +103,13 @@ def stat(
     merged: FieldDefaults = {"noValue": "0"}
     merged.update(defaults or {})
     return panel(
-        "stat", title, description, [target(query)], unit=unit, options=options, defaults=merged
+        "stat",
+        title,
+        description,
+        [target(query, alias=alias)],
+        unit=unit,
+        options=options,
+        defaults=merged,
     )
 
 

@@ -36,8 +36,11 @@ REASONS = (
     "influx_rejected",
     "internal_error",
 )
-# The collector's own pipeline points carry an empty device tag; per-device points a device.
-COLLECTOR = '"device" = \'\' AND "site" =~ /^$site$/'
+# The collector's own pipeline points carry an empty device tag; per-device points a device
+# and the device's site. A collector is no site's (it may own several, and collectors sharing
+# a broker may share site.id): its panels show every collector, one series per instance,
+# whatever sites are chosen.
+COLLECTOR = "\"device\" = ''"
 
 
 def build() -> Dashboard:
@@ -143,7 +146,18 @@ def build() -> Dashboard:
         timeseries(
             "Spool depth",
             "Readings waiting in the collector's disk spool: grows while InfluxDB is away.",
-            [target(series('max("spool_points") AS "points"', "pipeline", "none", COLLECTOR))],
+            [
+                target(
+                    series(
+                        'max("spool_points") AS "points"',
+                        "pipeline",
+                        "none",
+                        COLLECTOR,
+                        by=("instance",),
+                    ),
+                    alias="$tag_instance",
+                )
+            ],
             "none",
         ),
         8,
@@ -162,7 +176,9 @@ def build() -> Dashboard:
                         "pipeline",
                         "none",
                         COLLECTOR,
-                    )
+                        by=("instance",),
+                    ),
+                    alias="$tag_instance $col",
                 )
             ],
             "ms",
@@ -173,10 +189,12 @@ def build() -> Dashboard:
     lay.add(
         stat(
             "Collector uptime",
-            "Seconds since the collector started (last report).",
-            f'SELECT last("uptime_s") FROM "pipeline" WHERE {COLLECTOR} AND $timeFilter',
+            "Seconds since each collector started (its last report).",
+            f'SELECT last("uptime_s") FROM "pipeline" WHERE {COLLECTOR} AND $timeFilter '
+            'GROUP BY "instance"',
             "s",
             defaults={"thresholds": GREEN},
+            alias="$tag_instance",
         ),
         6,
         6,
@@ -184,8 +202,9 @@ def build() -> Dashboard:
     lay.add(
         stat(
             "Messages received",
-            "Messages the collector took in during the time range.",
-            f'SELECT spread("received") FROM "pipeline" WHERE {COLLECTOR} AND $timeFilter',
+            "Messages the collectors took in during the time range (each counts its own).",
+            'SELECT sum("received") FROM (SELECT spread("received") AS "received" '
+            f'FROM "pipeline" WHERE {COLLECTOR} AND $timeFilter GROUP BY "instance")',
             "short",
         ),
         6,
