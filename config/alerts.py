@@ -35,6 +35,7 @@ class Rule(StrEnum):
     OVERTEMP = "overtemp"
     FAULT = "fault"
     AGENT_DOWN = "agent_down"
+    SITE_LINK_DOWN = "site_link_down"
 
 
 class Severity(StrEnum):
@@ -50,6 +51,7 @@ DEFAULT_SEVERITIES: dict[Rule, Severity] = {
     Rule.OVERTEMP: Severity.CRITICAL,
     Rule.FAULT: Severity.WARNING,
     Rule.AGENT_DOWN: Severity.CRITICAL,
+    Rule.SITE_LINK_DOWN: Severity.CRITICAL,
 }
 
 
@@ -249,8 +251,9 @@ class AlertSettings(StrictModel):
         default=60,
         ge=0,
         le=_DAY_S,
-        description="An agent must stay offline this long (s) before agent_down fires; its "
-        "devices' offline alerts are held from the first second.",
+        description="An agent (or a sub-station's bridge) must stay offline this long (s) "
+        "before agent_down (site_link_down) fires; its devices' offline alerts are held from "
+        "the first second.",
     )
     severities: dict[Rule, Severity] = Field(
         default_factory=lambda: dict(DEFAULT_SEVERITIES),

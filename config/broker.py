@@ -31,6 +31,40 @@ class AgentRegistration(StrictModel):
     )
 
 
+class BridgeSettings(StrictModel):
+    """A sub-station broker's bridge up to the central broker (`fleet broker-config --role
+    substation`)."""
+
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^\S+$",
+        description="Host name or address of the central broker (its certificate's name "
+        "with tls); needed for --role substation.",
+    )
+    port: int = Field(default=8883, ge=1, le=65535, description="The central broker's port.")
+    tls: bool = Field(
+        default=True,
+        description="Bridge over TLS 1.2 or newer (needs cafile). Off sends the bridge's "
+        "password and every reading in clear.",
+    )
+    cafile: Path | None = Field(
+        default=None, description="CA certificate (PEM) the central broker's certificate is "
+        "checked against.",
+    )  # fmt: skip
+    remote_username: IdStr | None = Field(
+        default=None,
+        description="The bridge's user on the central broker; unset means bridge-<site.id>, "
+        "the user `--role central` makes for each of its bridge_sites.",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the bridge's password on the central broker (the central "
+        "broker's credentials/bridge-<site>, copied here); written into mosquitto.conf, which "
+        "is 0640 root:mosquitto.",
+    )
+
+
 class BrokerSettings(StrictModel):
     """The Mosquitto configuration `fleet broker-config` writes (mosquitto.conf, acl, passwords)."""
 
@@ -98,6 +132,16 @@ class BrokerSettings(StrictModel):
         default_factory=list,
         description="Broker users that may acknowledge alerts over MQTT (any site). Nobody "
         "else may publish an acknowledgement; the board's API needs no broker user.",
+    )
+
+    bridge: BridgeSettings = Field(
+        default_factory=BridgeSettings,
+        description="A sub-station's bridge to the central broker (--role substation).",
+    )
+    bridge_sites: list[IdStr] = Field(
+        default_factory=list,
+        description="On the central broker (--role central): the sub-station sites whose "
+        "brokers bridge in; each gets the broker user bridge-<site> with that site's rights.",
     )
 
     @model_validator(mode="after")

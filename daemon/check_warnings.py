@@ -14,6 +14,9 @@ is not seen outside the unit.
   that is not this machine (127.0.0.0/8, ::1, localhost): MQTT, InfluxDB,
   notification URLs of a scheme with a TLS twin (mailto:// vs mailtos://),
   the generated broker's listener, the board's logins.
+- An agent whose drivers read devices its `[[agents]]` entry does not list
+  (or that is not registered at all): a generated broker refuses those
+  publishes (MQTT 5 says so; MQTT 3.1.1 drops them without a word).
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ from fleet.config.secrets import secret_locs
 
 def config_warnings(settings: FleetSettings, config_path: Path | None) -> list[str]:
     """Every warning about `settings` (loaded from `config_path`), one line each."""
-    lines = [*_file_warnings(settings, config_path), *_cleartext_warnings(settings)]
+    lines = [
+        *_file_warnings(settings, config_path),
+        *_cleartext_warnings(settings),
+        *_agent_registry_warnings(settings),
+    ]
     return [f"warning: {line}" for line in lines]
 
 
@@ -212,3 +219,39 @@ def _apprise_plugin(url: str) -> Any:
         # The e-mail plugin imports the deprecated `imghdr`; not ours to report.
         warnings.simplefilter("ignore", DeprecationWarning)
         return apprise.Apprise.instantiate(url)
+
+
+# --- the agent against the registry ---------------------------------------------------------
+
+
+def _agent_registry_warnings(settings: FleetSettings) -> Iterator[str]:
+    """Devices this file's agent reads that its [[agents]] entry does not let it publish."""
+    agent = settings.agent
+    if not settings.agents or not agent.drivers:
+        return  # no registry to hold it to, or not an agent's configuration
+    entry = next((a for a in settings.agents if a.id == agent.id), None)
+    if entry is None:
+        yield (
+            f"agent.id: '{agent.id}' is not registered in [[agents]]: a generated broker "
+            "has no such user and refuses it, and the collector ignores its availability; "
+            "add an [[agents]] entry with its id, site and devices"
+        )
+        return
+    index = settings.agents.index(entry)
+    listed = set(entry.devices)
+    for n, driver in enumerate(agent.drivers):
+        if driver.device not in listed:
+            yield (
+                f"agent.drivers[{n}].device: '{driver.device}' is not among the devices of "
+                f"agents[{index}] ('{agent.id}'): a generated broker refuses its readings "
+                "(they are kept in the outbox's refused table, not delivered); add it to "
+                f"agents[{index}].devices and run fleet broker-config again"
+            )
+    site = agent.site_or(settings.site.id)
+    registered = entry.site or settings.site.id
+    if site != registered:
+        yield (
+            f"agent.site: the agent publishes its availability under site '{site}', but "
+            f"agents[{index}] registers it under '{registered}': a generated broker refuses "
+            "it (and its last will); make them the same"
+        )

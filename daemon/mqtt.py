@@ -9,6 +9,13 @@ Acknowledgements carry the connection generation of the message: after a
 reconnect the broker redelivers every unacknowledged message under new packet
 ids, so an ack for an id of an older connection would acknowledge the wrong
 message and must be dropped.
+
+A publish the broker refuses (MQTT 5: a PUBACK reason code of 0x80 or more,
+e.g. 0x87 "not authorized" from the ACL) is acknowledged all the same: paho
+forgets it like a delivered one. `refusals` keeps it, counts it per topic class
+and logs it sparingly (daemon/mqtt_refusals.py); a caller waiting for delivery
+takes the refusals of its own message ids with `take_refusals`. Under MQTT
+3.1.1 a refused publish is acknowledged as delivered and nothing can tell.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
+from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
 _LOG = logging.getLogger(__name__)
 
@@ -83,6 +91,9 @@ class MqttLink:
         self._generation = 0
         self._connected = threading.Event()
         self._was_connected = False
+        self.refusals = PublishRefusals()
+        # Why the broker refused the last connection (CONNACK), None once one succeeds.
+        self.connect_refused: str | None = None
 
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {}
@@ -119,6 +130,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
 
     def set_message_sink(self, sink: MessageSink) -> None:
@@ -158,7 +170,15 @@ class MqttLink:
             # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
             self._client.disconnect()
         self._client.loop_stop()
+        self._close_wakeup_pair()
         self._connected.clear()
+        self.refusals.log_unlogged()
+
+    def _close_wakeup_pair(self) -> None:
+        # paho closes the socket pair loop_start() made only when the client is
+        # garbage collected; in a reference cycle the sockets may go first and
+        # warn "unclosed socket". Pinned paho<3: its private reset, after loop_stop.
+        self._client._reset_sockets(sockpair_only=True)
 
     def abort(self) -> None:
         """Drop the connection without DISCONNECT, so the broker publishes our will."""
@@ -166,6 +186,7 @@ class MqttLink:
         sock = self._client.socket()
         if sock is not None:
             sock.close()
+        self._close_wakeup_pair()
         self._connected.clear()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -174,6 +195,16 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a message; paho keeps QoS>0 messages across reconnects until acknowledged."""
         self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def publish_tracked(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> int:
+        """`publish`, returning the message id: for `take_refusals` once it is acknowledged."""
+        return self._client.publish(topic, payload, qos=qos, retain=retain).mid
+
+    def take_refusals(self, mids: Iterable[int]) -> dict[int, Refusal]:
+        """Which of these acknowledged messages the broker refused (MQTT 5 only)."""
+        return self.refusals.take(mids)
 
     def unacknowledged(self) -> int:
         """Messages published but not yet acknowledged by the broker (or not yet sent)."""
@@ -215,6 +246,7 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            self.connect_refused = str(reason_code)
             _LOG.error(
                 "MQTT broker %s:%s refused %s: %s",
                 self._settings.host,
@@ -224,6 +256,7 @@ class MqttLink:
             )
             return
         self._generation += 1
+        self.connect_refused = None
         if self._was_connected:
             _LOG.info(
                 "MQTT reconnected to %s:%s (session present: %s)",
@@ -254,6 +287,20 @@ class MqttLink:
         if self._on_connect_hook is not None:
             # On paho's thread: the hook may publish, but must not block.
             self._on_connect_hook()
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: Any,
+        properties: Properties | None,
+    ) -> None:
+        # Called with paho's outgoing-message lock held, before paho forgets the
+        # message: its topic is still there, and nothing here may call paho.
+        message = client._out_messages.get(mid)
+        topic = message.topic if message is not None else None
+        self.refusals.acknowledged(mid, topic, int(reason_code.value), str(reason_code))
 
     def _on_disconnect(
         self,

@@ -16,9 +16,18 @@ rows the broker acknowledged but that could not be removed are removed later,
 never published again. `on_problem` tells the agent while the outbox fails,
 so that it reports itself offline (see app.py).
 
-Every reading is counted once: `accepted` = `forwarded` + `dropped` + what
-is in the outbox + `held` (plus, after a restart, what the outbox held from
-before).
+A reading the broker refuses (MQTT 5: a PUBACK reason code of 0x80 or more,
+e.g. "not authorized" when the agent publishes a device its broker user may
+not) is not sent: it leaves the queue, is kept in the outbox's `refused`
+table with the broker's reason, counted (`refused`) and logged (by the MQTT
+link, at most once a minute per topic class), and the readings behind it go
+on. Retrying it would hold every reading behind it until the ACL changes.
+Under MQTT 3.1.1 the broker acknowledges a refused publish like any other:
+nothing here can tell it from a delivered one.
+
+Every reading is counted once: `accepted` = `forwarded` + `refused` +
+`dropped` + what is in the outbox + `held` (plus, after a restart, what the
+outbox held from before).
 
 All outbox calls run on one worker thread (the Outbox is single-threaded).
 """
@@ -64,6 +73,7 @@ class ForwardStats:
     accepted: int = 0  # readings handed to put()
     stored: int = 0  # committed to the outbox
     forwarded: int = 0  # acknowledged by the broker and removed from the outbox
+    refused: int = 0  # refused by the broker (MQTT 5), moved to the outbox's refused table
     dropped: int = 0  # lost, each counted once: outbox full, hold full, refused by the client
     store_errors: int = 0  # outbox operations that failed (and were retried)
 
@@ -272,35 +282,52 @@ class StoreAndForward:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._has_rows.wait(), _IDLE_WAIT_S)
                 continue
-            refused = self._publish(rows)
+            mids, unsendable = self._publish(rows)
             await self._acknowledged()
-            removed = await self._remove(rows)
-            sent = removed - refused
-            self.stats.forwarded += len(sent)
-            self.stats.dropped += len(removed) - len(sent)
+            refused = self._refused(mids)
+            removed = await self._remove(rows, refused)
+            self.stats.refused += len(removed & refused.keys())
+            self.stats.dropped += len(removed & unsendable)
+            self.stats.forwarded += len(removed - unsendable - refused.keys())
 
-    def _publish(self, rows: list[SpoolRow]) -> set[int]:
-        """Hand `rows` to paho; returns the ids of rows it refused (a broken row: never sent)."""
-        refused: set[int] = set()
+    def _publish(self, rows: list[SpoolRow]) -> tuple[dict[int, int], set[int]]:
+        """Hand `rows` to paho: each sent row's message id, and the rows paho would not send."""
+        mids: dict[int, int] = {}
+        unsendable: set[int] = set()
         for row in rows:
             try:
-                self._link.publish(row.topic, row.lines.encode(), qos=1)
+                mids[row.id] = self._link.publish_tracked(row.topic, row.lines.encode(), qos=1)
             except ValueError as exc:  # a wildcard topic, an oversized payload: not sendable
-                refused.add(row.id)
+                unsendable.add(row.id)
                 _LOG.error(
                     "dropped outbox row %d: the MQTT client refuses it (%s); topic %.100r",
                     row.id,
                     exc,
                     row.topic,
                 )
+        return mids, unsendable
+
+    def _refused(self, mids: dict[int, int]) -> dict[int, str]:
+        """The rows the broker refused (all of `mids` are acknowledged), with its reasons."""
+        refusals = self._link.take_refusals(mids.values())
+        refused = {row: r.describe() for row, mid in mids.items() if (r := refusals.get(mid))}
+        if refused and not self.stats.refused:
+            _LOG.warning(
+                "the broker refuses readings of this agent (%s): each is kept in the outbox's "
+                "refused table and not retried; the readings behind it go on. Check the "
+                "agent's devices in [[agents]] and regenerate the broker (fleet broker-config)",
+                next(iter(refused.values())),
+            )
         return refused
 
-    async def _remove(self, rows: list[SpoolRow]) -> set[int]:
-        """Remove acknowledged rows, retrying until the outbox lets us: never publish them twice."""
+    async def _remove(self, rows: list[SpoolRow], refused: dict[int, str]) -> set[int]:
+        """Remove acknowledged rows, retrying until the outbox lets us: never publish them twice.
+
+        The refused ones go to the outbox's refused table on the way."""
         while True:
             liveness.beat()  # retrying a failing disk is work: a restart would not mend it
             try:
-                removed = await self._call(self.outbox.done, rows)
+                removed = await self._call(self.outbox.done, rows, refused)
             except sqlite3.Error as exc:
                 self.stats.store_errors += 1
                 pause = self._read.failed(exc, f"{len(rows)} acknowledged reading(s) to remove")

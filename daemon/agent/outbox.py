@@ -16,6 +16,14 @@ each row leaves exactly once, either by `done` (sent) or by trimming
 (dropped). The bound still holds: the rows in flight were taken from an
 outbox within it, so dropping every row behind them always suffices.
 
+Readings the broker refused (MQTT 5: a PUBACK reason code of 0x80 or more,
+e.g. "not authorized" from a generated broker's ACL) leave the queue - a
+refusal is permanent until the ACL changes, and retrying would block every
+reading behind them - but are kept in the `refused` table of the same file,
+with the broker's reason, for a person to inspect (the newest
+`REFUSED_KEEP`; older ones are deleted, and counted by the forwarder when
+they were refused).
+
 Every method either does its whole job or raises `sqlite3.Error` having
 changed nothing that the counts depend on (one transaction per step).
 
@@ -27,7 +35,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -42,18 +52,45 @@ CREATE TABLE IF NOT EXISTS agent_seq (
     seq    INTEGER NOT NULL
 )
 """
+_REFUSED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refused (
+    id          INTEGER PRIMARY KEY,  -- the reading's outbox row id: kept once
+    refused_ms  INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,     -- when it entered the outbox
+    topic       TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    reason      TEXT    NOT NULL
+)
+"""
 _TRIM_CHUNK = 512  # rows looked at per step while trimming
+REFUSED_KEEP = 10_000  # refused readings kept for inspection, the newest
 
 DrillPragma = Literal["max_page_count", "query_only"]
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """A reading the broker refused, as the outbox keeps it."""
+
+    id: int
+    refused_ms: int
+    at_ms: int
+    topic: str
+    payload: str
+    reason: str
+
+
 class Outbox:
-    def __init__(self, path: Path, *, max_bytes: int, fsync: bool) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int, fsync: bool, refused_keep: int = REFUSED_KEEP
+    ) -> None:
         self._max_bytes = max_bytes
+        self._refused_keep = refused_keep
         self._spool = Spool(path, max_bytes=max_bytes, fsync=fsync)
         self.recovery = self._spool.recovery  # the file was broken and replaced at open
         self._conn = connect(path, fsync=fsync)
         self._conn.execute(_SEQ_SCHEMA)
+        self._conn.execute(_REFUSED_SCHEMA)
         # Rows up to this id were handed to the MQTT link and wait for the broker's ack.
         self._inflight_last = 0
 
@@ -119,9 +156,12 @@ class Outbox:
         self._inflight_last = rows[-1].id if rows else 0
         return rows
 
-    def done(self, rows: Sequence[SpoolRow]) -> set[int]:
+    def done(self, rows: Sequence[SpoolRow], refused: Mapping[int, str] | None = None) -> set[int]:
         """The broker acknowledged `rows` (taken together): they leave the outbox.
 
+        `refused` maps the ids of rows the broker refused to its reason: those
+        are kept in the `refused` table first (a crash in between keeps them in
+        both, and the row id keeps the second refusal from being a second entry).
         Returns the ids that were still here and are removed now. Rows already
         gone (`done` called twice, or for rows taken before a reopen that another
         outbox removed) are skipped, so the depth and the counts stay exact.
@@ -137,10 +177,42 @@ class Outbox:
         # Rows of one take are consecutive, and nothing is ever inserted behind the
         # newest row: `gone` is exactly the run of rows in that id range.
         gone = [row for row in rows if row.id in present]
+        if refused:
+            self._keep_refused([row for row in gone if row.id in refused], refused)
         self._spool.remove(gone)
         if rows[-1].id >= self._inflight_last:
             self._inflight_last = 0
         return {row.id for row in gone}
+
+    def _keep_refused(self, rows: Sequence[SpoolRow], reasons: Mapping[int, str]) -> None:
+        now_ms = int(time.time() * 1000)
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO refused (id, refused_ms, at_ms, topic, payload, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.id, now_ms, r.at_ms, r.topic, r.lines, reasons[r.id]) for r in rows],
+            )
+            # The newest are kept: an ACL mistake refuses a device's every reading, and
+            # the latest show best what is refused now.
+            trimmed = self._conn.execute(
+                "DELETE FROM refused WHERE id <= (SELECT id FROM refused ORDER BY id DESC "
+                "LIMIT 1 OFFSET ?)",
+                (self._refused_keep,),
+            ).rowcount
+        if trimmed:
+            _LOG.debug(
+                "deleted the %d oldest refused readings beyond %d", trimmed, self._refused_keep
+            )
+
+    def refused(self, limit: int = 100) -> list[RefusedRow]:
+        """The newest refused readings kept, newest first."""
+        cursor = self._conn.execute(
+            "SELECT id, refused_ms, at_ms, topic, payload, reason FROM refused "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [RefusedRow(*row) for row in cursor]
 
     def drill(self, pragma: DrillPragma, value: int) -> None:
         """Set `pragma` on both connections to the file, to rehearse a broken disk.

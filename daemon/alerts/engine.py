@@ -23,7 +23,8 @@ Decisions worth knowing (see also ``lifecycle`` for flapping and silences, and
   but never fire anything: a flapping link stays quiet unless data stops for the
   whole window). While an agent of a site is offline, offline alerts of that
   site's telemetry devices do not fire (OwnTracks phones do not go through agents);
-  when an agent comes back, those devices get a full window to be heard again.
+  when an agent comes back, those devices get a full window to be heard again. A
+  sub-station's cut bridge link (``site_link_down``) holds them the same way: ``links``.
 - Every public call is serialised by one lock; the collector may call from its
   MQTT thread and its tick thread.
 """
@@ -37,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from fleet.config.alerts import AlertSettings, Limits, Rule
-from fleet.daemon.alerts import lifecycle, text
+from fleet.daemon.alerts import lifecycle, links, text
 from fleet.daemon.alerts.clock import Clocks
 from fleet.daemon.alerts.model import (
     AlertEvent,
@@ -59,8 +60,6 @@ from fleet.daemon.alerts.store import AlertStore
 from fleet.daemon.wire import DecodedReading
 
 _LOG = logging.getLogger(__name__)
-
-AGENT_KIND = "agent"
 
 
 class AlertEngine:
@@ -109,8 +108,8 @@ class AlertEngine:
     def _load(self, store: AlertStore) -> None:
         for rec in store.load_records():
             self._records[rec.key] = rec
-            if rec.rule is Rule.AGENT_DOWN and rec.phase == "firing":
-                self._agents[(rec.site, rec.device)] = False
+            if rec.rule in links.HOLDING and rec.phase == "firing":
+                self._agents[links.holder(rec.site, rec.device, rec.rule)] = False
         self._views.update(store.load_views())
         self._clocks.refresh_fleet(self._views.values())
         for silence in store.load_silences():
@@ -179,18 +178,19 @@ class AlertEngine:
             return []
 
     def agent_availability(
-        self, site: str, agent: str, online: bool, now_ms: int
+        self, site: str, agent: str, online: bool, now_ms: int, rule: Rule = Rule.AGENT_DOWN
     ) -> list[AlertEvent]:
+        """With `rule` SITE_LINK_DOWN: the site's bridge link, `agent` = the site (links)."""
         with self._lock:
-            was = self._agents.get((site, agent))
-            self._agents[(site, agent)] = online
+            was = self._agents.get(links.holder(site, agent, rule))
+            self._agents[links.holder(site, agent, rule)] = online
             if online and was is False:
                 self._agent_back_ms[site] = now_ms
-            rec = self._records.get((agent, Rule.AGENT_DOWN))
+            rec = self._records.get((agent, rule))
             if rec is None:
                 if online:
                     return []
-                rec = self._record(agent, Rule.AGENT_DOWN, site, AGENT_KIND)
+                rec = self._record(agent, rule, site, links.kind_of(rule))
             hold = round(self._s.agent_down_for_s * 1000)
             events = []
             todo = lifecycle.condition(rec, not online, now_ms, hold)
@@ -331,7 +331,7 @@ class AlertEngine:
         return limits
 
     def _hold(self, rec: AlertRecord) -> int:
-        if rec.rule is Rule.AGENT_DOWN:
+        if rec.rule in links.HOLDING:
             return round(self._s.agent_down_for_s * 1000)
         return hold_ms(rec.rule, self._limits_for(rec.kind, rec.device))
 
@@ -344,11 +344,12 @@ class AlertEngine:
     def _facts(self, rec: AlertRecord, now_ms: int) -> text.Facts:
         site = self._site_names.get(rec.site, rec.site)
         name = self._device_names.get(rec.device)
-        view = self._views.get(rec.device) if rec.kind != AGENT_KIND else None
+        view = self._views.get(rec.device) if rec.kind not in links.HOLDER_KINDS else None
         if view is None:
             label = text.device_label(rec.kind, rec.device, name)
             since = local_hhmm(rec.since_ms or now_ms, self._zone, now_ms)
-            return text.Facts(label, site, last_seen=since if rec.kind == AGENT_KIND else None)
+            held = since if rec.kind in links.HOLDER_KINDS else None
+            return text.Facts(label, site, last_seen=held)
         fence = geofence_at(view, self._s.geofences)
         return text.Facts(
             device_label=text.device_label(rec.kind, rec.device, name),

@@ -77,6 +77,14 @@ def fire_text(rule: Rule, f: Facts) -> str:
             what = "fault" + DASH + _tail(f, code)
         case Rule.AGENT_DOWN:
             what = "agent offline" + DASH + _tail(f, "its devices' offline alerts are held")
+        case Rule.SITE_LINK_DOWN:
+            what = (
+                "link to the central broker down"
+                + DASH
+                + _tail(
+                    f, "the site's readings wait at the sub-station, its offline alerts are held"
+                )
+            )
     return f"{f.device_label} ({f.site_label}): {what}"
 
 
@@ -102,6 +110,8 @@ def resolve_text(rule: Rule, f: Facts) -> str:
             what = "fault cleared"
         case Rule.AGENT_DOWN:
             what = "agent back online"
+        case Rule.SITE_LINK_DOWN:
+            what = "link to the central broker back" + DASH + "held readings arriving"
     return f"{f.device_label} ({f.site_label}): {what}"
 
 

@@ -238,6 +238,15 @@ def _listener(broker: BrokerSettings) -> Section:
             "The one listener (broker.port, broker.bind)"
             + (", TLS only." if broker.tls else ": plain TCP, keep it on the loopback address."),
         ),
+        Directive(
+            "use_username_as_clientid",
+            "true",
+            "Each session is named by its user name, whatever client id the client sends: "
+            "without it any user could connect with the collector's client id and be handed "
+            "its persistent session (and the readings queued in it). A second connection of "
+            "a user replaces the first. An option of this listener on Mosquitto 2.0 (before "
+            "the listener line it does nothing); changing it needs a restart, not a reload.",
+        ),
     ]
     if broker.tls:
         directives += [

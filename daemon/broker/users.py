@@ -1,11 +1,15 @@
 """The broker's users and their rights, derived from the settings. Pure: no files, no I/O.
 
-Four roles, each user exactly one:
+Five roles, each user exactly one:
 
 - the **collector** (`mqtt.username`, else `fleet-collector`): reads every site's telemetry,
-  availability and acknowledgements, and is the only writer of alerts and dead letters. It
-  may also write telemetry and OwnTracks topics, because `fleet deadletters replay`
-  republishes kept originals to their own topics under the collector's user;
+  availability, acknowledgements and OwnTracks, and is the only writer of alerts and dead
+  letters;
+- its **replay** user (`<collector>-replay`): writes telemetry and OwnTracks topics only, for
+  `fleet deadletters replay`, which republishes kept originals to their own topics. It is a
+  user of its own because the broker names every session by its user name
+  (`use_username_as_clientid`): a replay logged in as the collector, with its clean session,
+  would take over the collector's persistent session and wipe what is queued for it;
 - each **agent** of `[[agents]]`: writes its own devices' telemetry and availability topics
   (exact topics: site and kind from the registry) and its own availability, nothing else;
 - each **OwnTracks user** (the user part of a device's `owntracks = "user/device"`): reads
@@ -29,6 +33,7 @@ from fleet.config.collector import USER_RE
 from fleet.daemon import wire
 
 DEFAULT_COLLECTOR_USER = "fleet-collector"
+REPLAY_SUFFIX = "-replay"
 NAME_RULE = (
     "broker user names are 1-64 letters, digits, '_', '.', '@' or '-', starting with a "
     "letter or digit (the ACL and password files cannot hold others safely)"
@@ -39,9 +44,11 @@ Access = Literal["read", "write", "readwrite"]
 
 class Role(StrEnum):
     COLLECTOR = "collector"
+    REPLAY = "replay"
     AGENT = "agent"
     OWNTRACKS = "owntracks"
     ACK = "ack"
+    BRIDGE = "bridge"  # a sub-station broker on the central one (broker/bridge.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +99,24 @@ def owntracks_tree(user: str) -> str:
     return wire.owntracks_topic(user, "#")
 
 
+def collector_user(settings: FleetSettings) -> str:
+    """The collector's broker user: `mqtt.username`, else fleet-collector."""
+    return settings.mqtt.username or DEFAULT_COLLECTOR_USER
+
+
+def replay_user(collector: str) -> str:
+    """The broker user of `fleet deadletters replay`, named after the collector's."""
+    return collector + REPLAY_SUFFIX
+
+
 def collector_rights(prefix: str) -> tuple[Right, ...]:
     telemetry, owntracks = wire.subscriptions(prefix)
-    availability, _ = wire.control_subscriptions(prefix)
-    replay = "written only by `fleet deadletters replay`, which republishes kept originals"
+    availability, _, link = wire.control_subscriptions(prefix)
     return (
-        Right("readwrite", telemetry, f"every site's telemetry; {replay}"),
-        Right("readwrite", owntracks, f"OwnTracks phones' locations; {replay}"),
+        Right("read", telemetry, "every site's telemetry"),
+        Right("read", owntracks, "OwnTracks phones' locations"),
         Right("read", availability, "devices' and agents' availability (retained)"),
+        Right("read", link, "the sub-stations' bridge links (retained; site_link_down)"),
         Right(
             "readwrite",
             alerts_filter(prefix),
@@ -107,6 +124,12 @@ def collector_rights(prefix: str) -> tuple[Right, ...]:
         ),
         Right("readwrite", deadletter_filter(prefix), "the only writer of dead letters"),
     )
+
+
+def replay_rights(prefix: str) -> tuple[Right, ...]:
+    telemetry, owntracks = wire.subscriptions(prefix)
+    why = "republishes kept originals (dead letters) to their own topics, for the collector"
+    return (Right("write", telemetry, why), Right("write", owntracks, why))
 
 
 def ack_rights(prefix: str) -> tuple[Right, ...]:
@@ -127,9 +150,10 @@ def owntracks_rights(user: str) -> tuple[Right, ...]:
 
 
 def derive_users(settings: FleetSettings) -> Plan:
-    """The broker's users in a fixed order: collector, agents, OwnTracks users, ack users."""
+    """The broker's users in a fixed order: collector, replay, agents, OwnTracks, ack users."""
     builder = _Builder(settings)
     builder.add_collector()
+    builder.add_replay()
     builder.add_agents()
     builder.add_owntracks()
     builder.add_ack_users()
@@ -146,10 +170,10 @@ class _Builder:
         self.notes: list[str] = []
         self._taken: dict[str, BrokerUser] = {}
 
-    def _add(self, user: BrokerUser) -> None:
+    def _add(self, user: BrokerUser, *, derived: str = "") -> None:
         if not USER_RE.fullmatch(user.name):
             # The value is not echoed: config messages never repeat a rejected value.
-            self.problems.append((user.key, f"cannot be a broker user name: {NAME_RULE}"))
+            self.problems.append((user.key, f"{derived}cannot be a broker user name: {NAME_RULE}"))
             return
         other = self._taken.get(user.name)
         if other is not None:
@@ -165,9 +189,8 @@ class _Builder:
         self.users.append(user)
 
     def add_collector(self) -> None:
-        name = self.settings.mqtt.username
-        if name is None:
-            name = DEFAULT_COLLECTOR_USER
+        name = collector_user(self.settings)
+        if self.settings.mqtt.username is None:
             self.notes.append(
                 f"mqtt.username is unset: the collector's broker user is "
                 f"'{DEFAULT_COLLECTOR_USER}'; set mqtt.username = \"{DEFAULT_COLLECTOR_USER}\" "
@@ -180,8 +203,37 @@ class _Builder:
                 "mqtt.username",
                 collector_rights(self.prefix),
                 "reads telemetry, availability, acknowledgements and OwnTracks; the only "
-                "writer of alerts and dead letters (and of replayed originals)",
+                "writer of alerts and dead letters",
             )
+        )
+        if USER_RE.fullmatch(name) and self.settings.mqtt.client_id != name:
+            # The client id is not echoed: it may be any text (config messages never repeat
+            # a rejected value); the user name passed the name rule above, or is reported.
+            self.problems.append(
+                (
+                    "mqtt.client_id",
+                    f"differs from the collector's broker user '{name}': the generated broker "
+                    "names every session by its user name (use_username_as_clientid), and the "
+                    "collector keeps its session bookkeeping in the spool under mqtt.client_id; "
+                    f'set mqtt.client_id = "{name}" (a client id no longer tells two clients '
+                    "apart: two collectors cannot share one broker user)",
+                )
+            )
+
+    def add_replay(self) -> None:
+        collector = collector_user(self.settings)
+        if not USER_RE.fullmatch(collector):
+            return  # the collector's name is reported already
+        self._add(
+            BrokerUser(
+                replay_user(collector),
+                Role.REPLAY,
+                "mqtt.username",
+                replay_rights(self.prefix),
+                "writes telemetry and OwnTracks topics only: `fleet deadletters replay`, "
+                "never as the collector (that would take over the collector's session)",
+            ),
+            derived=f"with '{REPLAY_SUFFIX}' added (its replay user) it ",
         )
 
     def add_agents(self) -> None:
@@ -271,6 +323,15 @@ class _Builder:
                 "nobody may publish the telemetry of "
                 + ", ".join(unheard)
                 + " (no registered agent reads it, and it has no OwnTracks identity)"
+            )
+        agent = self.settings.agent
+        if self.settings.agent_site(agent.id) is not None and agent.mqtt_client_id != agent.id:
+            # Only a note: the broker renames the session whatever the agent sends, and the
+            # agent keeps no state under its client id. Its logs should name what the broker's do.
+            self.notes.append(
+                f"agent.client_id: this file's agent '{agent.id}' connects with another client "
+                f"id, but the generated broker names its session '{agent.id}' (its user name); "
+                f'set agent.client_id = "{agent.id}" so that its log and the broker\'s agree'
             )
         broker = self.settings.broker
         if not broker.tls and not _loopback(broker.bind):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from fleet.config import FleetSettings
 from fleet.daemon import liveness, wire
+from fleet.daemon.alerts import links
 from fleet.daemon.alerts.engine import AlertEngine
 from fleet.daemon.alerts.model import Action, AlertEvent, Silence
 from fleet.daemon.alerts.notify import Notifier, RetryPolicy
@@ -164,6 +165,8 @@ class AlertService:
         """An availability or acknowledgement message (already acknowledged to the broker)."""
         self.counters.control += 1
         text = payload.decode("utf-8", "replace").strip()
+        if control.what == "link":  # a sub-station's bridge, "1"/"0" (alerts/links.py)
+            text = links.as_availability(text)
         if control.what == "ack":
             self._ack(control, text)
             return
@@ -181,9 +184,10 @@ class AlertService:
             )
             return
         online = text == "online"
-        if control.what == "agent":
+        if control.what != "availability":  # an agent, or a sub-station's bridge link
+            who, rule = links.holder_of(control)
             self._inbox.put(
-                lambda now: self.engine.agent_availability(control.site, control.id, online, now)
+                lambda now: self.engine.agent_availability(control.site, who, online, now, rule)
             )
         else:
             self._inbox.put(

@@ -2,12 +2,15 @@
 
 Listing opens the store read-only, so it is safe while the collector runs.
 `replay` publishes each kept original back to its own topic at QoS 1, with
-the configured MQTT settings, so the running collector validates it again
-from scratch: a message that is valid now is stored, one that still is not
+the configured broker, so the running collector validates it again from
+scratch: a message that is valid now is stored, one that still is not
 becomes a new dead letter with its reason of now. An entry is marked
-replayed only once the broker acknowledged its publish. Lines InfluxDB
-refused are kept as line protocol, not as MQTT messages: replay writes them
-to InfluxDB again. Payloads kept truncated (`too_large`) are never replayed.
+replayed only once the broker acknowledged its publish and did not refuse
+it (MQTT 5: a refused one stays unreplayed, with the broker's reason; MQTT
+3.1.1 cannot tell). Lines InfluxDB refused are kept as line protocol, not as
+MQTT messages: replay writes them to InfluxDB again. Payloads kept truncated
+(`too_large`) are never replayed. Replay never logs in as the collector:
+see deadletter_replay.py for the user it publishes as, and why.
 """
 
 from __future__ import annotations
@@ -23,14 +26,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleet.config import FleetSettings
+from fleet.config import ConfigError, FleetSettings, load_settings
 from fleet.config.influx import duration_seconds
 from fleet.daemon.cli_support import EX_CONFIG, load_config
 from fleet.daemon.collector import deadletters as store
+from fleet.daemon.collector.deadletter_replay import (
+    REPLAY_CREDENTIAL,
+    printable,
+    replay_mqtt,
+    replay_mqtt_settings,
+)
 from fleet.daemon.collector.deadletters import FORMAT_LINE, FORMAT_MQTT, Kept, Query
 
 _CHUNK = 200  # publishes acknowledged (and marked) together
-_ACK_TIMEOUT_S = 30.0
 
 
 def _since(text: str) -> int:
@@ -116,6 +124,20 @@ def add_parser(subparsers: Any) -> None:
         help="only these entries (the ID column of the listing)",
     )
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replay.add_argument(
+        "--mqtt-user",
+        metavar="USER",
+        help="broker user to publish as (default: <mqtt.username>-replay, the replay user "
+        "`fleet broker-config` makes; anonymous when mqtt.username is unset). Never the "
+        "collector's or another client's user: that would take over its session",
+    )
+    replay.add_argument(
+        "--mqtt-password-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding that user's password, e.g. DIR/credentials/<user> of `fleet "
+        f"broker-config` (default: the systemd credential {REPLAY_CREDENTIAL})",
+    )
     replay.set_defaults(handler=run_replay)
 
 
@@ -126,12 +148,6 @@ def _iso(ms: int | None) -> str:
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _printable(text: str, limit: int) -> str:
-    """Hostile text made safe for a terminal: control characters escaped, length clipped."""
-    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
 def _as_json(k: Kept) -> dict[str, object]:
@@ -156,11 +172,11 @@ def table(entries: Sequence[Kept]) -> str:
         (
             str(k.id),
             _iso(k.received_ms),
-            _printable(k.reason, 20),
-            _printable(k.topic, 60),
+            printable(k.reason, 20),
+            printable(k.topic, 60),
             f"{k.payload_bytes}{'+' if k.truncated else ''}",
             _iso(k.replayed_ms),
-            _printable(k.detail, 100),
+            printable(k.detail, 100),
         )
         for k in entries
     ]
@@ -228,8 +244,20 @@ def run_list(args: argparse.Namespace) -> int:
 # --- replay ------------------------------------------------------------------------------------
 
 
+def _replay_settings(args: argparse.Namespace) -> FleetSettings | None:
+    # Replay publishes as its own user: the collector's password is never read
+    # (its file may be root's alone, or a credential only the collector's unit has).
+    environ = {**os.environ, "FLEET_MQTT__PASSWORD_FILE": ""}
+    try:
+        return load_settings(getattr(args, "config", None), environ=environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(problem + "\n")
+        return None
+
+
 def run_replay(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _replay_settings(args)
     if settings is None:
         return EX_CONFIG
     path = settings.collector.deadletter_file(settings.spool.path)
@@ -261,7 +289,11 @@ def run_replay(args: argparse.Namespace) -> int:
             return 0
         done = 0
         if mqtt:
-            done += _replay_mqtt(settings, conn, mqtt)
+            link_settings = replay_mqtt_settings(settings, args.mqtt_user, args.mqtt_password_file)
+            if isinstance(link_settings, str):
+                sys.stderr.write(f"fleet deadletters replay: {link_settings}\n")
+                return EX_CONFIG
+            done += replay_mqtt(link_settings, conn, mqtt)
         if lines:
             done += _replay_lines(settings, conn, lines)
         sys.stdout.write(f"replayed {done} of {len(mqtt) + len(lines)}\n")
@@ -270,37 +302,6 @@ def run_replay(args: argparse.Namespace) -> int:
         return _fail(f"cannot update {path}: {exc}")
     finally:
         conn.close()
-
-
-def _replay_mqtt(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:
-    """Publish in chunks; mark a chunk replayed once the broker acknowledged all of it."""
-    from fleet.daemon.mqtt import MqttLink
-
-    mqtt = settings.mqtt
-    where = f"{mqtt.host}:{mqtt.port}"
-    link = MqttLink(mqtt, client_id=f"{mqtt.client_id}-replay-{os.getpid()}", persistent=False)
-    stop = link.start()
-    try:
-        if not link.wait_connected(10.0):
-            _fail(f"could not connect to the MQTT broker at {where} within 10 s; nothing replayed")
-            return 0
-        done = 0
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
-            for k in chunk:
-                link.publish(k.topic, k.payload, qos=1)
-            if not link.flush(_ACK_TIMEOUT_S):
-                _fail(
-                    f"the broker at {where} did not acknowledge within {_ACK_TIMEOUT_S:.0f} s; "
-                    f"{len(entries) - done} entries stay unreplayed (a second replay may "
-                    "repeat some; InfluxDB keeps one point per reading)"
-                )
-                return done
-            store.mark_replayed(conn, [k.id for k in chunk], int(time.time() * 1000))
-            done += len(chunk)
-        return done
-    finally:
-        stop()
 
 
 def _replay_lines(settings: FleetSettings, conn: sqlite3.Connection, entries: list[Kept]) -> int:

@@ -47,6 +47,12 @@ def alert_topic(prefix: str, site: str, device: str, rule: str) -> str:
     return f"{_site(prefix, site)}/alerts/{check_id('device', device)}/{rule}"
 
 
+def link_topic(prefix: str, site: str, bridge: str) -> str:
+    """The site's broker bridge's state: "1" (retained) while it is connected to the central
+    broker, "0" (its will there) once it is not - Mosquitto's bridge notification topic."""
+    return f"{_site(prefix, site)}/bridge/{check_id('bridge', bridge)}/link"
+
+
 def deadletter_topic(prefix: str, site: str) -> str:
     return f"{_site(prefix, site)}/deadletter"
 
@@ -74,30 +80,35 @@ def subscriptions(prefix: str, sites: Sequence[str] = ()) -> list[str]:
 
 
 def control_subscriptions(prefix: str, sites: Sequence[str] = ()) -> list[str]:
-    """What the collector hears besides readings: availability (devices and agents) and
-    acknowledgements, of its sites (`sites`; empty: every site)."""
+    """What the collector hears besides readings: availability (devices and agents),
+    acknowledgements and the sub-stations' bridge links, of its sites (`sites`; empty:
+    every site)."""
     head = f"{check_prefix(prefix)}/{VERSION}"
     levels = _site_levels(sites)
     return [
         *(f"{head}/{s}/+/+/availability" for s in levels),
         *(f"{head}/{s}/alerts/+/+/ack" for s in levels),
+        *(f"{head}/{s}/bridge/+/link" for s in levels),
     ]
 
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """A control message's topic: a device's or agent's availability, or an alert ack."""
+    """A control message's topic: a device's or agent's availability, an alert ack, or a
+    sub-station bridge's link state."""
 
-    what: Literal["availability", "agent", "ack"]
+    what: Literal["availability", "agent", "ack", "link"]
     site: str
-    kind: str  # the device kind, "agent", or "alerts"
-    id: str  # device or agent id
+    kind: str  # the device kind, "agent", "alerts" or "bridge"
+    id: str  # device, agent or bridge id
     rule: str = ""
 
     def topic(self, prefix: str) -> str:
         """The topic it came on (as parsed: the builders would refuse a reserved kind)."""
         if self.what == "ack":
             tail = f"alerts/{self.id}/{self.rule}/ack"
+        elif self.what == "link":
+            tail = f"bridge/{self.id}/link"
         else:
             tail = f"{self.kind}/{self.id}/availability"  # kind is "agent" for an agent's
         return f"{prefix}/{VERSION}/{self.site}/{tail}"
@@ -107,7 +118,7 @@ def parse_control(prefix: str, topic: str) -> Control | None:
     """The control topic's parts, or None when `topic` is not a valid control topic."""
     head = f"{prefix}/{VERSION}/"
     # Cheapest test first: this runs for every message the collector receives.
-    if not topic.endswith(("/availability", "/ack")) or not topic.startswith(head):
+    if not topic.endswith(("/availability", "/ack", "/link")) or not topic.startswith(head):
         return None
     parts = topic[len(head) :].split("/")
     if any(id_problem(p) is not None for p in parts):
@@ -117,4 +128,6 @@ def parse_control(prefix: str, topic: str) -> Control | None:
         return Control("agent" if kind == "agent" else "availability", site, kind, ident)
     if len(parts) == 5 and parts[1] == "alerts" and parts[4] == "ack":
         return Control("ack", parts[0], "alerts", parts[2], parts[3])
+    if len(parts) == 4 and parts[1] == "bridge" and parts[3] == "link":
+        return Control("link", parts[0], "bridge", parts[2])
     return None

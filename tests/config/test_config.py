@@ -111,6 +111,7 @@ def test_the_model_walk_finds_every_section() -> None:
         "BoardSettings",
         "KindReadiness",
         "BrokerSettings",
+        "BridgeSettings",
         "AgentRegistration",
     }
 

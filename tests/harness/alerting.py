@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fleet.config import FleetSettings
+from fleet.config.alerts import Rule
 from fleet.daemon import wire
 from fleet.daemon.alerts.model import AlertEvent
 from fleet.daemon.alerts.notify import Notifier, RetryPolicy
@@ -220,9 +221,9 @@ class EngineProbe:
             return events
 
         def agent_availability(
-            site: str, agent: str, online: bool, now_ms: int
+            site: str, agent: str, online: bool, now_ms: int, rule: Rule = Rule.AGENT_DOWN
         ) -> list[AlertEvent]:
-            events = real_agent(site, agent, online, now_ms)
+            events = real_agent(site, agent, online, now_ms, rule)
             with self._lock:
                 self.agents.append((agent, online))
                 self.events.extend(events)

@@ -16,6 +16,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fleet.daemon import cli
@@ -138,7 +140,10 @@ class GeneratedMosquitto(ManagedServer):
 
 
 class Probe:
-    """A raw paho client (MQTT 5 unless told) that keeps what the broker answered."""
+    """A raw paho client (MQTT 5 unless told) that keeps what the broker answered.
+
+    By default a fresh client id and a clean session; `client_id` and `persistent` make it
+    ask for a given client's persistent session (as an attacker would)."""
 
     def __init__(
         self,
@@ -148,11 +153,16 @@ class Probe:
         *,
         ca: Path | None = None,
         v5: bool = True,
+        client_id: str | None = None,
+        persistent: bool = False,
     ) -> None:
+        self.v5 = v5
+        self.persistent = persistent
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{user}-{os.getpid()}-{next(_ids)}",
+            client_id=client_id or f"probe-{user}-{os.getpid()}-{next(_ids)}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not persistent,
             reconnect_on_failure=False,
         )
         if user is not None:
@@ -161,7 +171,9 @@ class Probe:
             self.client.tls_set(ca_certs=str(ca))
         self.port = port
         self.connack: ReasonCode | None = None
+        self.session_present: bool | None = None
         self._answered = threading.Event()
+        self.dropped = threading.Event()  # the broker closed the connection
         self._lock = threading.Lock()
         self._pubacks: dict[int, ReasonCode] = {}
         self._subacks: dict[int, list[ReasonCode]] = {}
@@ -170,10 +182,15 @@ class Probe:
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connack = rc
+        self.session_present = bool(flags.session_present)
         self._answered.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.dropped.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         with self._lock:
@@ -189,7 +206,17 @@ class Probe:
 
     def connect(self) -> ReasonCode:
         """Connect and wait for the CONNACK; its reason code."""
-        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        properties = None
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600 if self.persistent else 0
+        self.client.connect(
+            "127.0.0.1",
+            self.port,
+            keepalive=30,
+            clean_start=not self.persistent if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
         self.client.loop_start()
         assert self._answered.wait(10), "no CONNACK within 10 s"
         assert self.connack is not None

@@ -15,7 +15,7 @@ from fleet.daemon.broker import passwords
 from fleet.daemon.broker.files import MIN_PASSWORD_CHARS
 from tests.daemon.broker.helpers import REGISTRY, broker_config, credential, fleet_toml
 
-USERS = ["fleet-collector", "dock-a", "dock-w", "alice", "bob", "ops"]
+USERS = ["fleet-collector", "fleet-collector-replay", "dock-a", "dock-w", "alice", "bob", "ops"]
 
 
 def mode(path: Path) -> int:
@@ -61,7 +61,9 @@ def test_first_run_writes_every_file_with_its_mode(tmp_path: Path, capsys: Any) 
         assert passwords.verify(entries[user], secret)
         assert f"new password for {user} in {out / 'credentials' / user}" in stdout
     assert f"start:  mosquitto -c {out / 'mosquitto.conf'}" in stdout
-    assert "dock-a           agent      site allingtown" in stdout
+    assert "  dock-a                  agent      site allingtown" in stdout
+    replay = out / "credentials" / "fleet-collector-replay"
+    assert f"replay:  fleet deadletters replay --mqtt-password-file {replay}" in stdout
     assert_no_secret(out, stdout, stderr)
 
 
@@ -107,7 +109,7 @@ def test_users_added_and_removed(tmp_path: Path, capsys: Any) -> None:
     assert f"removed {out / 'credentials' / 'dock-w'}: dock-w is no longer configured" in stdout
     assert f"removed {out / 'credentials' / 'bob'}" in stdout
     assert sorted(os.listdir(out / "credentials")) == sorted(
-        ["fleet-collector", "dock-a", "dock-b", "alice", "ops"]
+        ["fleet-collector", "fleet-collector-replay", "dock-a", "dock-b", "alice", "ops"]
     )
     for user in ("fleet-collector", "dock-a", "alice", "ops"):
         assert credential(out, user) == kept[user]  # passwords of users kept are kept
@@ -205,3 +207,15 @@ def test_as_root_the_files_are_given_to_mosquittos_group(tmp_path: Path, capsys:
     assert "user mosquitto\n" in (out / "mosquitto.conf").read_text()
     # pytest's own folders are 0700: mosquitto could not get in, and the command says so.
     assert f"note: mosquitto (user mosquitto) cannot read {out / 'passwords'}: " in stderr
+
+
+def test_a_collector_client_id_other_than_its_user_is_exit_78(tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "broker"
+    config = fleet_toml(tmp_path, mqtt='client_id = "fleet-collector-allingtown"')
+    code, stdout, stderr = broker_config(config, out, capsys)
+    assert code == 78
+    assert stdout == ""
+    assert stderr.startswith(
+        f"{config}: mqtt.client_id: differs from the collector's broker user 'fleet-collector'"
+    )
+    assert not out.exists()

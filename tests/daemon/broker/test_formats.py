@@ -129,7 +129,13 @@ def test_conf_tls_listener(tmp_path: Path) -> None:
     sections = mosquitto_conf.standard_sections(settings.broker, BrokerFiles(tmp_path), "m")
     names = [d[0] for d in _directives(mosquitto_conf.render(sections, []))]
     after = names[names.index("listener") :]  # listener options follow their listener
-    assert after == ["listener", "certfile", "keyfile", "tls_version"]  # no cafile unless set
+    assert after == [
+        "listener",
+        "use_username_as_clientid",  # after its listener: before, Mosquitto 2.0 ignores it
+        "certfile",
+        "keyfile",
+        "tls_version",
+    ]  # no cafile unless set
     with_ca = load_settings(
         fleet_toml(tmp_path, broker=tls + f'cafile = "{tmp_path}/ca.pem"'), environ={}
     )

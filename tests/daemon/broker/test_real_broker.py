@@ -15,155 +15,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fleet.config import FleetSettings, load_settings
 from fleet.daemon import wire
 from fleet.daemon.agent.app import Agent
-from fleet.daemon.collector.app import Collector
-from tests.daemon.broker.helpers import (
-    NOT_AUTHORIZED,
-    GeneratedMosquitto,
-    Probe,
-    broker_config,
-    credential,
-    fleet_toml,
+from tests.daemon.broker.helpers import NOT_AUTHORIZED
+from tests.daemon.broker.secured import (
+    OK,
+    Secured,
+    connected,
+    running,
+    stored,
+    topic,
+    until,
 )
 from tests.harness.agent import Script, running_agent, scripted_spec
-from tests.harness.certs import make_pki
 from tests.harness.fleet import telemetry
-from tests.harness.process import free_port
-from tests.harness.servers import InfluxServer, ServerError
+from tests.harness.servers import InfluxServer
 from tests.harness.waiting import wait_until
-
-OK = (0x00, 0x10)  # success; "no matching subscribers" (accepted, nobody listening)
-
-
-def topic(site: str, kind: str, device: str) -> str:
-    return wire.telemetry_topic("fleet", site, kind, device)
-
-
-@dataclass
-class Secured:
-    """A broker from `fleet broker-config`, TLS on, and what it takes to talk to it."""
-
-    broker: GeneratedMosquitto
-    out: Path
-    ca: Path
-    config: Path
-
-    def probe(self, user: str | None, *, password: str | None = None, v5: bool = True) -> Probe:
-        if password is None and user is not None:
-            password = credential(self.out, user)
-        return Probe(self.broker.port, user, password, ca=self.ca, v5=v5)
-
-    def settings(self, user: str) -> FleetSettings:
-        """The configuration as `user` runs it: its name, its generated password file."""
-        env = {
-            "FLEET_MQTT__USERNAME": user,
-            "FLEET_MQTT__PASSWORD_FILE": str(self.out / "credentials" / user),
-        }
-        return load_settings(self.config, environ=env)
-
-
-@pytest.fixture
-def secured(tmp_path: Path, capsys: Any, request: pytest.FixtureRequest) -> Iterator[Secured]:
-    (tmp_path / "pki").mkdir()
-    ca, cert, key = make_pki(tmp_path / "pki")
-    port = free_port()
-    database = "unused"
-    influx_url = "http://127.0.0.1:1"
-    if "tmp_db" in request.fixturenames:
-        database = request.getfixturevalue("tmp_db")
-        influx_url = request.getfixturevalue("influx").url
-    config = fleet_toml(
-        tmp_path,
-        port=port,
-        broker=f'tls = true\ncafile = "{ca}"\ncertfile = "{cert}"\nkeyfile = "{key}"',
-        extra=f"""
-[mqtt.tls]
-enabled = true
-ca_file = "{ca}"
-
-[influx]
-url = "{influx_url}"
-database = "{database}"
-retention = "30d"
-flush_interval_s = 0.2
-write_backoff_initial_s = 0.2
-write_backoff_max_s = 2.0
-
-[spool]
-path = "{tmp_path / "spool.sqlite"}"
-
-[http]
-bind = "127.0.0.1:0"
-
-[alerts]
-state_path = "{tmp_path / "alerts.sqlite"}"
-
-[agent]
-id = "dock-a"
-outbox_path = "{tmp_path / "outbox.sqlite"}"
-outbox_fsync = false
-drain_timeout_s = 5
-""",
-    )
-    out = tmp_path / "broker"
-    code, _, stderr = broker_config(config, out, capsys)
-    assert code == 0, stderr
-    broker = GeneratedMosquitto(out / "mosquitto.conf", port, tmp_path / "mosquitto")
-    try:
-        broker.start()
-    except ServerError as exc:  # its message holds mosquitto's own words
-        pytest.fail(f"mosquitto did not start from the generated config: {exc}", pytrace=False)
-    try:
-        yield Secured(broker, out, ca, config)
-    finally:
-        broker.stop()
-
-
-@contextmanager
-def connected(probe: Probe) -> Iterator[Probe]:
-    rc = probe.connect()
-    try:
-        assert not rc.is_failure, f"refused: {rc}"
-        yield probe
-    finally:
-        probe.close()
-
-
-@contextmanager
-def running(settings: FleetSettings) -> Iterator[Collector]:
-    collector = Collector(settings)
-    undo = collector.start()
-    try:
-        assert collector.link.wait_connected(20), "the collector did not connect over TLS"
-        yield collector
-    finally:
-        undo()
-
-
-def until(
-    publish: Callable[[], int], done: Callable[[], Any], what: str, timeout: float = 30
-) -> Any:
-    """Publish (the same message: stored once) every half second until `done()`: the
-    collector subscribes right after it connects, and the broker keeps nothing for a
-    subscription it has not made yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert publish() in OK
-        try:
-            return wait_until(done, timeout=0.5, interval=0.05, message=what)
-        except AssertionError:
-            continue
-    return wait_until(done, timeout=0.1, message=what)
 
 
 def test_anonymous_clients_and_wrong_passwords_are_refused(secured: Secured) -> None:
@@ -185,10 +55,6 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(secured: Secured) -> 
         pass
 
 
-def stored(influx: InfluxServer, db: str, q: str) -> list[dict[str, Any]]:
-    return influx.rows(q, db)
-
-
 def test_an_agent_publishes_its_devices_and_the_collector_stores_them_over_tls(
     secured: Secured, influx: InfluxServer, tmp_db: str
 ) -> None:
@@ -197,31 +63,31 @@ def test_an_agent_publishes_its_devices_and_the_collector_stores_them_over_tls(
     assert collector_settings.mqtt.tls.enabled
     assert collector_settings.mqtt.password is not None
     script = Script(device="sw-01", interval_s=0.1)
-    witness = secured.probe("fleet-collector")
-    with (
-        running(collector_settings) as collector,
-        running_agent(Agent(agent_settings, specs=[scripted_spec(script)])),
-        connected(witness),
-    ):
-        rows = wait_until(
-            lambda: stored(influx, tmp_db, "SELECT pct, device FROM battery"),
-            timeout=30,
-            message="sw-01's readings in InfluxDB",
-        )
-        assert {r["device"] for r in rows} == {"sw-01"}
-        assert collector.link.connected
+    with running_agent(Agent(agent_settings, specs=[scripted_spec(script)])):
+        with running(collector_settings) as collector:
+            rows = wait_until(
+                lambda: stored(influx, tmp_db, "SELECT pct, device FROM battery"),
+                timeout=30,
+                message="sw-01's readings in InfluxDB",
+            )
+            assert {r["device"] for r in rows} == {"sw-01"}
+            assert collector.link.connected
+            assert collector.session_lost == 0
         # Its retained availability and its device's were taken (a will on a topic it may
-        # not write would have cost it the connection).
+        # not write would have cost it the connection). The witness logs in as the collector
+        # only once the collector is gone: the broker names sessions by user name, so one
+        # user has one connection at a time.
         availability = [
             wire.agent_availability_topic("fleet", "allingtown", "dock-a"),
             wire.availability_topic("fleet", "allingtown", "segway", "sw-01"),
         ]
-        for retained in availability:
-            witness.subscribe(retained)
-        wait_until(
-            lambda: [witness.payloads(t) for t in availability] == [[b"online"]] * 2,
-            message="the agent's and sw-01's retained availability",
-        )
+        with connected(secured.probe("fleet-collector")) as witness:
+            for retained in availability:
+                witness.subscribe(retained)
+            wait_until(
+                lambda: [witness.payloads(t) for t in availability] == [[b"online"]] * 2,
+                message="the agent's and sw-01's retained availability",
+            )
 
 
 FORBIDDEN_TO_DOCK_A = [

@@ -55,6 +55,7 @@ def test_users_roles_and_order(tmp_path: Path) -> None:
     assert plan.problems == ()
     assert [(u.name, u.role) for u in plan.users] == [
         ("fleet-collector", Role.COLLECTOR),
+        ("fleet-collector-replay", Role.REPLAY),
         ("dock-a", Role.AGENT),
         ("dock-w", Role.AGENT),
         ("alice", Role.OWNTRACKS),
@@ -62,6 +63,7 @@ def test_users_roles_and_order(tmp_path: Path) -> None:
         ("ops", Role.ACK),
     ]
     assert [u.key for u in plan.users] == [
+        "mqtt.username",
         "mqtt.username",
         "agents[0].id",
         "agents[1].id",
@@ -71,17 +73,19 @@ def test_users_roles_and_order(tmp_path: Path) -> None:
     ]
 
 
+REPLAY = "fleet-collector-replay"
 WRITERS = {
-    # The agents write exactly their own devices' topics, kind and site from the registry.
-    "fleet/v1/allingtown/segway/sw-01/telemetry": {"dock-a", "fleet-collector"},
+    # The agents write exactly their own devices' topics, kind and site from the registry;
+    # the replay user any telemetry (kept originals go back to their own topics).
+    "fleet/v1/allingtown/segway/sw-01/telemetry": {"dock-a", REPLAY},
     "fleet/v1/allingtown/segway/sw-01/availability": {"dock-a"},
     "fleet/v1/allingtown/agent/dock-a/availability": {"dock-a"},
-    "fleet/v1/westhaven/segway/sw-02/telemetry": {"dock-w", "fleet-collector"},
+    "fleet/v1/westhaven/segway/sw-02/telemetry": {"dock-w", REPLAY},
     "fleet/v1/westhaven/agent/dock-w/availability": {"dock-w"},
     # ...and nothing else: not their device under another site or kind, not a stranger.
-    "fleet/v1/westhaven/segway/sw-01/telemetry": {"fleet-collector"},
-    "fleet/v1/allingtown/handheld/sw-01/telemetry": {"fleet-collector"},
-    "fleet/v1/allingtown/segway/sw-99/telemetry": {"fleet-collector"},
+    "fleet/v1/westhaven/segway/sw-01/telemetry": {REPLAY},
+    "fleet/v1/allingtown/handheld/sw-01/telemetry": {REPLAY},
+    "fleet/v1/allingtown/segway/sw-99/telemetry": {REPLAY},
     "fleet/v1/allingtown/agent/dock-w/availability": set(),
     "fleet/v1/allingtown/agent/mallory/availability": set(),
     # Alerts and dead letters: the collector alone; acknowledgements: it and the ack user.
@@ -89,11 +93,11 @@ WRITERS = {
     "fleet/v1/allingtown/alerts/sw-01/battery_low/ack": {"fleet-collector", "ops"},
     "fleet/v1/westhaven/alerts/sw-02/offline/ack": {"fleet-collector", "ops"},
     "fleet/v1/allingtown/deadletter": {"fleet-collector"},
-    # OwnTracks: each user its own tree (the collector only replays into it).
-    "owntracks/alice/phone": {"alice", "fleet-collector"},
+    # OwnTracks: each user its own tree (the replay user only replays into it).
+    "owntracks/alice/phone": {"alice", REPLAY},
     "owntracks/alice/phone/event": {"alice"},
-    "owntracks/bob/phone": {"bob", "fleet-collector"},
-    "owntracks/mallory/phone": {"fleet-collector"},
+    "owntracks/bob/phone": {"bob", REPLAY},
+    "owntracks/mallory/phone": {REPLAY},
     # Nobody writes anything else under the prefix.
     "fleet/v1/allingtown/other": set(),
     "fleet/v2/allingtown/segway/sw-01/telemetry": set(),
@@ -137,7 +141,7 @@ def test_the_collector_reads_what_it_subscribes_to(tmp_path: Path) -> None:
 def test_the_topic_prefix_is_the_configured_one(tmp_path: Path) -> None:
     plan = derive_users(settings(tmp_path, mqtt='topic_prefix = "pd"'))
     topics = [r.topic for u in plan.users for r in u.rights if not r.topic.startswith("owntracks")]
-    assert len(topics) == 12  # 4 the collector, 3 each agent, 2 the ack user
+    assert len(topics) == 14  # 5 the collector, 1 its replay user, 3 each agent, 2 the ack user
     assert all(t.startswith("pd/v1/") for t in topics), topics
 
 
@@ -204,3 +208,54 @@ def test_notes_on_devices_nobody_may_report_and_passwords_in_clear(tmp_path: Pat
     assert any("passwords cross the network in clear" in n for n in plan.notes)
     quiet = derive_users(settings(tmp_path))
     assert not [n for n in quiet.notes if "sw-07" in n or "in clear" in n]
+
+
+# --- sessions are named by user names (use_username_as_clientid) ----------------------------
+
+
+def test_a_collector_client_id_other_than_its_user_is_refused(tmp_path: Path) -> None:
+    plan = derive_users(settings(tmp_path, mqtt='client_id = "fleet-collector-allingtown"'))
+    assert [key for key, _ in plan.problems] == ["mqtt.client_id"]
+    message = plan.problems[0][1]
+    assert message.startswith("differs from the collector's broker user 'fleet-collector'")
+    assert 'set mqtt.client_id = "fleet-collector"' in message
+    assert "session bookkeeping in the spool" in message
+    assert "allingtown" not in message  # the client id itself is not echoed
+    # Unset mqtt.username: the default user and the default client id agree.
+    assert derive_users(settings(tmp_path, username=None)).problems == ()
+
+
+def test_the_replay_user_is_named_after_the_collector_and_has_its_own_name(
+    tmp_path: Path,
+) -> None:
+    plan = derive_users(settings(tmp_path, username="col", mqtt='client_id = "col"'))
+    assert [(u.name, u.role) for u in plan.users[:2]] == [
+        ("col", Role.COLLECTOR),
+        ("col-replay", Role.REPLAY),
+    ]
+    taken = derive_users(
+        settings(tmp_path, registry=REGISTRY.replace('"dock-w"', '"fleet-collector-replay"'))
+    )
+    assert [k for k, _ in taken.problems] == ["agents[1].id"]
+    assert "already the broker user of mqtt.username (replay)" in taken.problems[0][1]
+
+
+def test_a_collector_name_too_long_for_its_replay_user_is_refused(tmp_path: Path) -> None:
+    name = "c" * 60  # a valid user name; with "-replay", 67 characters
+    plan = derive_users(settings(tmp_path, username=name, mqtt=f'client_id = "{name}"'))
+    assert [k for k, _ in plan.problems] == ["mqtt.username"]
+    assert plan.problems[0][1].startswith("with '-replay' added (its replay user) it cannot be")
+
+
+def test_a_note_when_this_files_agent_has_another_client_id(tmp_path: Path) -> None:
+    def notes(agent: str) -> list[str]:
+        plan = derive_users(settings(tmp_path, extra=f"[agent]\n{agent}\n"))
+        return [n for n in plan.notes if n.startswith("agent.client_id")]
+
+    assert notes('id = "dock-a"') == [  # its default client id is fleet-agent-dock-a
+        "agent.client_id: this file's agent 'dock-a' connects with another client id, but "
+        "the generated broker names its session 'dock-a' (its user name); set "
+        'agent.client_id = "dock-a" so that its log and the broker\'s agree'
+    ]
+    assert notes('id = "dock-a"\nclient_id = "dock-a"') == []
+    assert notes('id = "not-registered"') == []  # not an agent of this registry

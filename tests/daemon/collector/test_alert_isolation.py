@@ -57,11 +57,11 @@ def test_a_failing_reading_or_control_message_costs_only_itself(
                 raise RuntimeError("injected failure")
             return observe(reading, now_ms)
 
-        def broken_agent(site: str, agent: str, online: bool, now_ms: int) -> list:  # type: ignore[type-arg]
+        def broken_agent(site: str, agent: str, online: bool, now_ms: int, *_: object) -> list:  # type: ignore[type-arg]
             raise RuntimeError("injected failure")
 
         engine.observe = broken_observe  # type: ignore[method-assign]
-        engine.agent_availability = broken_agent  # type: ignore[method-assign]
+        engine.agent_availability = broken_agent  # type: ignore[method-assign,assignment]
 
         service.observe([low("sw-1"), low("sw-bad"), low("sw-2")])  # one batch
 

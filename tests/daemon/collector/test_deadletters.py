@@ -304,7 +304,17 @@ def test_replay_fails_clearly_when_the_broker_is_away_and_marks_nothing(
     _fill(settings, [DeadLetter(TOPIC, b"{}", "schema", "d", int(time.time() * 1000))])
     monkeypatch.setenv("FLEET_MQTT__USERNAME", "collector")
     monkeypatch.setenv("FLEET_MQTT__PASSWORD", "hunter2-secret")
-    code, out, err = cli(capsys, "deadletters", "replay", "--config", str(config))
+    secret = tmp_path / "replay-password"  # replay logs in as collector-replay, not collector
+    secret.write_text("hunter2-replay-secret\n")
+    code, out, err = cli(
+        capsys,
+        "deadletters",
+        "replay",
+        "--config",
+        str(config),
+        "--mqtt-password-file",
+        str(secret),
+    )
     assert code == 1
     assert "could not connect to the MQTT broker at 127.0.0.1:1" in err
     assert "hunter2" not in out + err
