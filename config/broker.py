@@ -113,8 +113,9 @@ class BrokerSettings(StrictModel):
         ge=0,
         description="QoS 1 messages queued for one client that is away, 0 = no limit. "
         "Mosquitto's own default (1000) would drop a few minutes of a fleet's readings "
-        "while the collector restarts; 1,000,000 is ~17 min of 1,000 devices at 1 Hz, and "
-        "the agents' outboxes keep the rest.",
+        "while the collector restarts; 1,000,000 is ~17 min of 1,000 devices at 1 Hz. "
+        "Past it Mosquitto acknowledges and drops: size it for the longest time the "
+        "collector may be away.",
     )
     max_queued_bytes: int = Field(
         default=0,

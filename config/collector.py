@@ -203,8 +203,8 @@ class CollectorSettings(StrictModel):
         description="Sites this collector owns (site ids): it subscribes only to their "
         "topics and stores, alerts on and shows only their devices; OwnTracks phones go by "
         "their registry site, unregistered ones by site.id. Empty: every site. Several "
-        "collectors on one broker each own their own sites (each with its own "
-        "mqtt.client_id, spool, alert state and HTTP bind).",
+        "collectors on one broker each own their own sites (each with its own broker "
+        "user, mqtt.client_id equal to it, spool, alert state and HTTP bind).",
     )
     max_payload_bytes: int = Field(
         default=65536,
