@@ -121,10 +121,12 @@ def test_subscriptions_name_each_owned_site_and_every_site_without_any() -> None
     assert wire.control_subscriptions("fleet") == [
         "fleet/v1/+/+/+/availability",
         "fleet/v1/+/alerts/+/+/ack",
+        "fleet/v1/+/bridge/+/link",
     ]
     assert wire.control_subscriptions("acme/fleet", ["downtown"]) == [
         "acme/fleet/v1/downtown/+/+/availability",
         "acme/fleet/v1/downtown/alerts/+/+/ack",
+        "acme/fleet/v1/downtown/bridge/+/link",
     ]
     with pytest.raises(ValueError, match="site"):
         wire.subscriptions("fleet", ["#"])  # a wildcard never becomes a site level
