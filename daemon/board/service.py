@@ -72,7 +72,6 @@ class BoardService:
         names = settings.site.names()
         # The sites' names as the pages' chooser lists them: only the owned ones, if listed.
         self.site_names = {s: names.get(s, s) for s in owned} if owned else names
-        self._overdue_raised: dict[str, Assignment] = {}
         self._lock = threading.Lock()  # changes are judged and recorded one at a time
         self.snapshots = Snapshots(self._devices_json)  # the list as served, shared
 
@@ -202,10 +201,6 @@ class BoardService:
             self.audit.record(by, "return_to_service", device, "", now)
             self.snapshots.changed()
 
-    def _site(self, device: str) -> str:
-        found = self.view.device(device)
-        return found.site if found is not None else self.settings.site.id
-
     # --- overdue sign-outs -------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> None:
@@ -233,7 +228,8 @@ class BoardService:
         ]
 
     def _overdue_event(self, a: Assignment, action: Action, now_ms: int) -> AlertEvent:
-        found = self.view.device(a.device)
+        found = self.view.device(a.device)  # once: it copies the device's history
+        site = found.site if found is not None else self.settings.site.id
         kind = found.kind if found is not None else "device"
         name = (found.name if found is not None else None) or a.device
         due = _local_hhmm(a.due_ms, self.tz)
@@ -243,7 +239,7 @@ class BoardService:
             else f"{kind.capitalize()} {name} is signed back in (was due at {due})"
         )
         snapshot = AlertSnapshot(
-            site=self._site(a.device),
+            site=site,
             kind=kind,
             device=a.device,
             rule=OVERDUE_RULE,
