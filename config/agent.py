@@ -23,9 +23,15 @@ from fleet.config.errors import renamed_key, unknown_key_message
 from fleet.drivers.ble.config import BleBatteryConfig, BTHomeConfig
 from fleet.drivers.gps.config import NmeaGpsConfig
 from fleet.drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
+from fleet.drivers.segway_pt.config import SegwayPtBatteryConfig
 
 DriverSettings = Annotated[
-    NinebotSerialConfig | NinebotBleConfig | BleBatteryConfig | BTHomeConfig | NmeaGpsConfig,
+    NinebotSerialConfig
+    | NinebotBleConfig
+    | BleBatteryConfig
+    | BTHomeConfig
+    | NmeaGpsConfig
+    | SegwayPtBatteryConfig,
     Field(discriminator="kind"),
 ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Annotated
@@ -28,6 +29,21 @@ _FIRMWARE = StringConstraints(
     min_length=1, max_length=FIRMWARE_MAX, pattern=f"^[{_FIRMWARE_CHARS}]*$"
 )
 _NOT_FIRMWARE = re.compile(f"[^{_FIRMWARE_CHARS}]")
+
+PACK_IDS_MAX = 64
+# The firmware rule without space and comma: the comma separates the packs' serials.
+_SERIAL_CHARS = r"!#-&(-+\--\[\]-~"
+PACK_IDS_RULE = (
+    "pack serial numbers separated by commas: printable ASCII without spaces, quotes or "
+    "backslashes, no empty serial"
+)
+_PACK_IDS = StringConstraints(
+    min_length=1,
+    max_length=PACK_IDS_MAX,
+    pattern=f"^[{_SERIAL_CHARS}]+(,[{_SERIAL_CHARS}]+)*$",
+)
+_NOT_SERIAL = re.compile(f"[^{_SERIAL_CHARS}]")
+UNKNOWN_PACK = "?"
 
 
 class State(StrEnum):
@@ -47,6 +63,11 @@ class Battery:
     temp_c: Annotated[float | None, between(-60, 150)] = None
     charging: bool | None = None
     health_pct: Annotated[float | None, between(0, 100)] = None  # capacity / design capacity
+    # Added to v1 (optional, additive). Max - min cell (or cell-group) voltage: pack balance.
+    cell_spread_v: Annotated[float | None, between(0, 10)] = None
+    # The packs' serial numbers in the vehicle's pack order ("C01061400098,C01061400117"), so a
+    # pack moved between vehicles can be followed; see `pack_ids_label`.
+    pack_ids: Annotated[str | None, _PACK_IDS] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +89,9 @@ class Status:
     locked: bool | None = None
     rssi_dbm: Annotated[int | None, between(-150, 20)] = None
     firmware: Annotated[str | None, _FIRMWARE] = None
+    # Added to v1 (optional, additive): the vehicle's own speedometer, negative = reversing.
+    # Same range as location.speed_kmh, but no position needed; a GPS reports location's.
+    speed_kmh: Annotated[float | None, between(-100, 400)] = None
 
 
 GROUPS: dict[str, type[Battery | Location | Status]] = {
@@ -98,31 +122,44 @@ def field_names(group: type[Battery | Location | Status]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(group))
 
 
-def _limits() -> dict[str, tuple[float, float]]:
-    """Field name -> (low, high), read back from the `between` markers of every group."""
-    found: dict[str, tuple[float, float]] = {}
-    for group in GROUPS.values():
+def _limits() -> dict[tuple[str, str], tuple[float, float]]:
+    """(group, field) -> (low, high), read back from the `between` markers of every group."""
+    found: dict[tuple[str, str], tuple[float, float]] = {}
+    for group_name, group in GROUPS.items():
         for name, hint in typing.get_type_hints(group, include_extras=True).items():
             for marker in getattr(hint, "__metadata__", ()):
                 if isinstance(marker, Interval):
                     # Kept as written (int or float): the error sentences quote them.
-                    found[name] = typing.cast("tuple[float, float]", (marker.ge, marker.le))
+                    bounds = typing.cast("tuple[float, float]", (marker.ge, marker.le))
+                    found[group_name, name] = bounds
     return found
 
 
-# Field names are unique across the groups, so one flat map serves them all.
+# Keyed by (group, field): a field name may recur in two groups (speed_kmh in location and
+# status) and must not silently take the other group's range if the two ever differ.
 LIMITS = _limits()
+_GROUPS_OF: dict[str, list[str]] = {}  # field name -> the groups that have it, for `within`
+for _group, _name in LIMITS:
+    _GROUPS_OF.setdefault(_name, []).append(_group)
 
 
-def within(name: str, value: float | None) -> float | None:
-    """`value` if it is a finite number inside the contract's range for `name`, else None.
+def within(name: str, value: float | None, *, group: str | None = None) -> float | None:
+    """`value` if it is a finite number inside the contract's range for `group`.`name`, else None.
 
     The agent refuses a whole reading for one value outside the contract, so a driver whose
-    device sends such a value leaves that field None instead.
+    device sends such a value leaves that field None instead. `group` may be left out for a
+    field name that only one group has; a name in several groups (speed_kmh) needs it.
     """
+    if group is None:
+        owners = _GROUPS_OF.get(name)
+        if owners is None:
+            raise KeyError(f"{name!r} is no ranged field of the contract")
+        if len(owners) > 1:
+            raise KeyError(f"{name!r} is in {' and '.join(owners)}: say which with group=")
+        group = owners[0]
     if value is None or not math.isfinite(value):
         return None
-    low, high = LIMITS[name]
+    low, high = LIMITS[group, name]
     return value if low <= value <= high else None
 
 
@@ -133,3 +170,18 @@ def firmware_label(text: str | None) -> str | None:
         return None
     kept = _NOT_FIRMWARE.sub("", text).strip()
     return kept[:FIRMWARE_MAX].strip() or None
+
+
+def pack_ids_label(serials: Sequence[str | None]) -> str | None:
+    """The packs' serials, in the vehicle's pack order, as `Battery.pack_ids` takes them.
+
+    Characters outside the rule are dropped from each serial; a pack whose serial is unknown
+    (None or nothing left) keeps its place as "?", so "A,?" still says which pack is which.
+    None when no serial is known, or when the list is longer than 64 characters: a cut list
+    would name a pack that is not there.
+    """
+    kept = [_NOT_SERIAL.sub("", s or "") or UNKNOWN_PACK for s in serials]
+    if all(k == UNKNOWN_PACK for k in kept):
+        return None
+    label = ",".join(kept)
+    return label if len(label) <= PACK_IDS_MAX else None

@@ -9,15 +9,17 @@ skipping it: a skipped integration test proves nothing.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from tests.fuzz.cases import TALLY_PROPERTY
 from tests.harness.servers import InfluxServer, MosquittoServer, ServerError
 
 _db_numbers = itertools.count(1)
@@ -45,6 +47,44 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.register_profile("fleet", database=None)
     settings.load_profile("fleet")
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI run inside a test (`fleet ...` through `main`) points the root logger at the
+    stderr of that moment, often pytest's capture of it; left in place, a later test's log
+    line would be written to that closed stream. Whatever a test does to the root logger
+    is undone after it (its stream handlers and level)."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    # Only plain stream handlers a test added: pytest's own capture handlers come and go
+    # with each phase and are pytest's to remove.
+    for handler in root.handlers[:]:
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+_FUZZ_TALLIES: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == TALLY_PROPERTY and isinstance(value, dict):
+            _FUZZ_TALLIES.update(value)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzz runs' case counts, in the summary of every session that ran any."""
+    if not _FUZZ_TALLIES:
+        return
+    terminalreporter.section("fuzz: hostile cases per surface")
+    for surface, t in _FUZZ_TALLIES.items():
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(t["outcomes"].items()))
+        terminalreporter.write_line(
+            f"{surface:<28} {t['cases']:>7} cases in {t['examples']:>6} examples  ({outcomes})"
+        )
 
 
 S = TypeVar("S", MosquittoServer, InfluxServer)

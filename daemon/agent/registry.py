@@ -22,6 +22,8 @@ from fleet.drivers.gps.nmea import NmeaGps
 from fleet.drivers.ninebot.ble import NinebotBle
 from fleet.drivers.ninebot.config import NinebotBleConfig, NinebotSerialConfig
 from fleet.drivers.ninebot.serial import NinebotSerial
+from fleet.drivers.segway_pt.config import SegwayPtBatteryConfig
+from fleet.drivers.segway_pt.driver import SegwayPtBattery
 
 Clock = Callable[[], int]
 
@@ -45,6 +47,7 @@ KINDS: dict[str, DriverKind] = {
     "ble_battery":    DriverKind(BleBatteryConfig, BleBattery, "handheld", ble=True),
     "bthome":         DriverKind(BTHomeConfig, BTHome, "handheld", ble=True),
     "nmea_gps":       DriverKind(NmeaGpsConfig, NmeaGps, "handheld", ble=False),
+    "segway_pt_battery": DriverKind(SegwayPtBatteryConfig, SegwayPtBattery, "segway", ble=False),
 }
 # fmt: on
 

@@ -73,6 +73,7 @@ def telemetry(s: Sample, ts: float) -> wire.Telemetry:
                 locked=s.locked,
                 rssi_dbm=s.rssi_dbm,
                 firmware=s.firmware,
+                speed_kmh=s.speedometer_kmh,
             ),
         }
     )

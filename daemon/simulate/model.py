@@ -374,4 +374,5 @@ class Device:
             locked=(self.phase in (Phase.DOCKED, Phase.OFF)) if p.segway else None,
             rssi_dbm=rssi,
             firmware=self.firmware,
+            speedometer_kmh=round(speed, 1) if p.segway else None,
         )

@@ -45,3 +45,5 @@ class Sample:
     locked: bool | None
     rssi_dbm: int
     firmware: str
+    # The vehicle's own speedometer (status.speed_kmh): segways only; None for a handheld.
+    speedometer_kmh: float | None = None

@@ -13,16 +13,16 @@ from fleet.drivers.contract import between
 from fleet.drivers.readings import LIMITS, Battery, Location
 
 
-def _as(field: str) -> Interval:
+def _as(field: str, group: str = "location") -> Interval:
     """The range of the contract field this OwnTracks key becomes."""
-    return between(*LIMITS[field])
+    return between(*LIMITS[group, field])
 
 
 class OwnTracksLocation(BaseModel):
     """The keys of an OwnTracks ``_type: location`` message we use; the app sends many more."""
 
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
-    batt: Annotated[float | None, _as("pct")] = None
+    batt: Annotated[float | None, _as("pct", "battery")] = None
     bs: int | None = Field(None, ge=0, le=3)
     lat: Annotated[float, _as("lat")]
     lon: Annotated[float, _as("lon")]

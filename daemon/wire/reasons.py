@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from fleet.daemon.wire.envelope import DecodedReading, Telemetry, iso
 from fleet.daemon.wire.owntracks import OwnTracksLocation
 from fleet.drivers.contract import ID_RULE, clip, show
-from fleet.drivers.readings import FIRMWARE_RULE, GROUPS, LIMITS, field_names
+from fleet.drivers.readings import FIRMWARE_RULE, LIMITS, PACK_IDS_RULE
 
 
 class Reason(StrEnum):
@@ -58,8 +58,7 @@ def _model_bounds(*models: type[BaseModel]) -> dict[str, tuple[Any, Any]]:
 
 
 # fmt: off
-_GROUP_BOUNDS = {f"{group}.{name}": LIMITS[name]
-                 for group, cls in GROUPS.items() for name in field_names(cls) if name in LIMITS}
+_GROUP_BOUNDS = {f"{group}.{name}": bounds for (group, name), bounds in LIMITS.items()}
 _BOUNDS = _model_bounds(Telemetry, OwnTracksLocation) | _GROUP_BOUNDS
 _COMPARISONS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _OPERATORS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
@@ -72,7 +71,8 @@ _EXPECTED = {"float_type": "a number", "int_type": "an integer", "int_from_float
              "dataclass_type": "an object", "dataclass_exact_type": "an object"}
 _JSON_TYPES = {str: "string", bool: "boolean", int: "number", float: "number",
                type(None): "null", list: "array", dict: "object"}
-_PATTERN_RULES = {"device": ID_RULE, "status.firmware": FIRMWARE_RULE}
+_PATTERN_RULES = {"device": ID_RULE, "status.firmware": FIRMWARE_RULE,
+                  "battery.pack_ids": PACK_IDS_RULE}
 # fmt: on
 
 

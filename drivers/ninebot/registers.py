@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 
 from fleet.drivers.ninebot.frames import Framing
-from fleet.drivers.readings import Battery, Reading, State, Status
+from fleet.drivers.readings import Battery, Reading, State, Status, within
 
 
 class Target(IntEnum):
@@ -309,6 +309,13 @@ def derive_state(esc: EscTelemetry, bms: BmsTelemetry) -> State | None:
     return None
 
 
+def _cell_spread_v(cells_mv: tuple[int, ...]) -> float | None:
+    """Max - min cell voltage: a pack drifting out of balance shows here before its capacity."""
+    if len(cells_mv) < 2:
+        return None
+    return within("cell_spread_v", round((max(cells_mv) - min(cells_mv)) / 1000, 3))
+
+
 def to_reading(device: str, ts_ms: int, esc: EscTelemetry, bms: BmsTelemetry) -> Reading | None:
     """The v1-contract view of one poll; None when neither unit answered anything."""
     if esc.empty and bms.empty:
@@ -321,6 +328,7 @@ def to_reading(device: str, ts_ms: int, esc: EscTelemetry, bms: BmsTelemetry) ->
         temp_c=max(temps) if temps else None,  # the hotter sensor is the one that matters
         charging=bms.charging,
         health_pct=bms.health_pct,
+        cell_spread_v=_cell_spread_v(bms.cells_mv),
     )
     status = Status(
         state=derive_state(esc, bms),
@@ -329,5 +337,8 @@ def to_reading(device: str, ts_ms: int, esc: EscTelemetry, bms: BmsTelemetry) ->
         error_code=esc.error_code,
         locked=esc.locked,
         firmware=esc.firmware,
+        # The ESC's own speedometer: no GPS fix needed. A glitched word (the raw i16 spans
+        # +-3276 km/h at 0.1 km/h) is left out rather than cost the whole reading.
+        speed_kmh=within("speed_kmh", esc.speed_kmh, group="status"),
     )
     return Reading(device=device, ts_ms=ts_ms, battery=battery, status=status)

@@ -37,7 +37,8 @@ def test_the_registry_and_the_config_union_list_the_same_drivers() -> None:
     for name, entry in KINDS.items():
         assert entry.config.model_fields["kind"].default == name
         assert getattr(entry.driver, "kind") == name  # noqa: B009 - a Callable to mypy
-        assert entry.device_kind == ("segway" if name.startswith("ninebot_") else "handheld")
+        segway = name.startswith(("ninebot_", "segway_pt_"))
+        assert entry.device_kind == ("segway" if segway else "handheld")
 
 
 def test_driver_tables_are_picked_by_kind(tmp_path: Path) -> None:

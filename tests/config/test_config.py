@@ -103,6 +103,7 @@ def test_the_model_walk_finds_every_section() -> None:
         "BleBatteryConfig",
         "BTHomeConfig",
         "NmeaGpsConfig",
+        "SegwayPtBatteryConfig",
         "AlertSettings",
         "Limits",
         "LimitsOverride",
@@ -112,6 +113,7 @@ def test_the_model_walk_finds_every_section() -> None:
         "KindReadiness",
         "BrokerSettings",
         "BridgeSettings",
+        "BrokerCollector",
         "AgentRegistration",
     }
 

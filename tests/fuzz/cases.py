@@ -37,6 +37,9 @@ class Tally:
 
 
 TALLIES: dict[str, Tally] = {}
+"""The tallies of the test running in this process (moved to its report when it ends)."""
+
+TALLY_PROPERTY = "fuzz_tallies"
 
 
 def tally(surface: str) -> Tally:

@@ -1,18 +1,28 @@
-"""The fuzz runs' case counts, in the terminal summary of every session that ran any."""
+"""The fuzz runs' case counts travel with each test's report.
+
+A test's tallies are attached to its report (`user_properties`), so they reach the process
+that prints the summary whether the tests ran in it or in pytest-xdist workers; the
+summary itself is printed by tests/conftest.py, which every process loads.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import asdict
+
 import pytest
 
-from tests.fuzz.cases import TALLIES
+from tests.fuzz.cases import TALLIES, TALLY_PROPERTY
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TALLIES:
-        return
-    terminalreporter.section("fuzz: hostile cases per surface")
-    for surface, t in TALLIES.items():
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(t.outcomes.items()))
-        terminalreporter.write_line(
-            f"{surface:<28} {t.cases:>7} cases in {t.examples:>6} examples  ({outcomes})"
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "call" and TALLIES:
+        report.user_properties.append(
+            (TALLY_PROPERTY, {surface: asdict(t) for surface, t in TALLIES.items()})
         )
+        TALLIES.clear()
+    return report

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import warnings
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
 from fleet.daemon.collector.lineproto import FieldValue, format_line, line, series_key
+from fleet.daemon.collector.schema import reading_lines
+from tests.daemon.wire.test_wire_properties import VALID_TELEMETRY, decoder
 
 TAGS = {"site": "hq", "kind": "segway", "device": "sw-03"}
 
@@ -41,6 +45,15 @@ GOLDEN = [
         "battery,device=sw-03,kind=segway,site=hq charging=false,pct=87.5,seq=1842i,voltage_v=72"
         " 1764450000123",
         id="telemetry",
+    ),
+    pytest.param(
+        "battery",
+        TAGS,
+        {"pct": 25.0, "cell_spread_v": 0.031, "pack_ids": "C01061400098,C01061400117", "seq": 7},
+        1764450000123,
+        'battery,device=sw-03,kind=segway,site=hq cell_spread_v=0.031,pack_ids="C01061400098,'
+        'C01061400117",pct=25,seq=7i 1764450000123',
+        id="telemetry-pack-fields",
     ),
     pytest.param("m", {}, {"f": 1}, 5, "m f=1i 5", id="no-tags"),
     pytest.param(
@@ -183,3 +196,23 @@ def test_identical_to_point_unless_refused_on_purpose(measurement, tags, fields,
             line(measurement, tags, fields, ts_ms)
     else:
         assert line(measurement, tags, fields, ts_ms) == expected
+
+
+# --- the schema's telemetry lines are Point's too -------------------------------------------
+
+
+@settings(max_examples=200)
+@given(message=VALID_TELEMETRY)
+def test_reading_lines_are_the_lines_point_writes(message):
+    """Every contract field (the additions too) in Point's order, types and escapes."""
+    doc, _ = message
+    reading = decoder().decode("fleet/v1/hq/segway/sw-03/telemetry", json.dumps(doc).encode())
+    assert reading is not None
+    tags: dict[str, str | None] = {"site": "hq", "kind": "segway", "device": "sw-03"}
+    groups = {"battery": reading.battery, "location": reading.location, "status": reading.status}
+    expected = [
+        point_line(name, tags, dataclasses.asdict(group) | {"seq": reading.seq}, reading.ts_ms)
+        for name, group in groups.items()
+        if group is not None
+    ]
+    assert reading_lines(reading) == expected

@@ -397,10 +397,22 @@ def test_every_payload_decodes_and_seq_is_strictly_plus_one():
     seqs: dict[str, list[int]] = defaultdict(list)
     states: Counter[str] = Counter()
     sources: Counter[str] = Counter()
+    speedometers: list[float] = []
     for topic, payload in pub.readings():
         reading = dec.decode(topic, payload)  # raises Rejected on any contract violation
         assert reading is not None
         sources[reading.source] += 1
+        if reading.source == "telemetry":
+            # A segway's own speedometer (status) reads what its position moves at; a
+            # handheld has none.
+            assert reading.status is not None
+            if reading.kind == "segway":
+                assert reading.location is not None
+                assert reading.status.speed_kmh == reading.location.speed_kmh
+                assert reading.status.speed_kmh is not None
+                speedometers.append(reading.status.speed_kmh)
+            else:
+                assert reading.status.speed_kmh is None
         if reading.seq is not None:
             seqs[reading.device].append(reading.seq)
         if reading.status is not None and reading.status.state is not None:
@@ -409,6 +421,7 @@ def test_every_payload_decodes_and_seq_is_strictly_plus_one():
     for device, got in seqs.items():
         assert got == list(range(1, 121)), device
     assert {"fault", "docked", "riding"} <= set(states)
+    assert max(speedometers) > 0
 
 
 def test_count_is_exact_per_device_even_when_flapping():

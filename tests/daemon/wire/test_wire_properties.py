@@ -19,9 +19,9 @@ NOW_MS = 1795986000000  # 2026-11-29T21:00:00Z
 WINDOW_MS = (NOW_MS - 30 * 86400_000, NOW_MS + 300_000)
 FLOAT, INT, BOOL, STR = "float", "int", "bool", "str"
 TYPES = {
-    "battery": {"pct": FLOAT, "voltage_v": FLOAT, "current_a": FLOAT, "temp_c": FLOAT, "charging": BOOL, "health_pct": FLOAT},
+    "battery": {"pct": FLOAT, "voltage_v": FLOAT, "current_a": FLOAT, "temp_c": FLOAT, "charging": BOOL, "health_pct": FLOAT, "cell_spread_v": FLOAT, "pack_ids": STR},
     "location": {"lat": FLOAT, "lon": FLOAT, "accuracy_m": FLOAT, "speed_kmh": FLOAT, "heading_deg": FLOAT},
-    "status": {"state": STR, "odometer_km": FLOAT, "range_km": FLOAT, "error_code": INT, "locked": BOOL, "rssi_dbm": INT, "firmware": STR},
+    "status": {"state": STR, "odometer_km": FLOAT, "range_km": FLOAT, "error_code": INT, "locked": BOOL, "rssi_dbm": INT, "firmware": STR, "speed_kmh": FLOAT},
 }  # fmt: skip
 
 
@@ -55,6 +55,9 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE, inner, max_size=3),
     max_leaves=8,
 )
+# One pack serial: the firmware characters without space and comma (the separator).
+SERIAL = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="\"'\\,"), min_size=1, max_size=15)  # fmt: skip
+PACK_IDS = st.lists(SERIAL, min_size=1, max_size=4).map(",".join)  # at most 63 characters
 FIRMWARE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\"'\\"), min_size=1, max_size=32)  # fmt: skip
 VALID = {
     "pct": st.floats(0, 100) | st.integers(0, 100),
@@ -63,10 +66,12 @@ VALID = {
     "temp_c": st.floats(-60, 150) | st.integers(-60, 150),
     "charging": st.booleans(),
     "health_pct": st.floats(0, 100),
+    "cell_spread_v": st.floats(0, 10) | st.integers(0, 10),
+    "pack_ids": PACK_IDS,
     "lat": st.floats(-90, 90),
     "lon": st.floats(-180, 180),
     "accuracy_m": st.floats(0, 100_000) | st.integers(0, 100_000),
-    "speed_kmh": st.floats(-100, 400),
+    "speed_kmh": st.floats(-100, 400) | st.integers(-100, 400),  # location's and status's
     "heading_deg": st.floats(0, 360),
     "state": st.sampled_from(["idle", "riding", "charging", "docked", "fault", "off"]),
     "odometer_km": st.floats(0, 10**7),

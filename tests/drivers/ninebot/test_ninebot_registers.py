@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleet.daemon.agent.telemetry import encode
 from fleet.drivers.ninebot.frames import FrameDecoder, Framing
 from fleet.drivers.ninebot.poll import (
     FORBIDDEN_REGISTERS,
@@ -33,7 +34,7 @@ from fleet.drivers.ninebot.registers import (
     format_firmware,
     to_reading,
 )
-from fleet.drivers.readings import State
+from fleet.drivers.readings import EMPTY_GROUPS, State
 from tests.drivers.emulators.ninebot import ScooterState, ninebot_frame
 
 H = bytes.fromhex
@@ -252,6 +253,9 @@ def test_full_state_round_trip(model):
     assert r.status.firmware == "1.3.9"
     assert r.status.state is State.RIDING
     assert esc.speed_kmh == pytest.approx(-3.4)
+    assert r.status.speed_kmh == pytest.approx(-3.4)  # the speedometer, sign kept
+    assert r.battery.cell_spread_v == pytest.approx(0.009)  # cells 3847..3856 mV
+    assert r.location is None  # no position: the speed is not in location
     assert esc.trip_km == pytest.approx(4.56)
     assert len(bms.cells_mv) == 10
 
@@ -273,6 +277,38 @@ def test_state_derivation(changes, state):
     assert r is not None
     assert r.status is not None
     assert r.status.state is state
+
+
+@pytest.mark.parametrize(
+    ("model", "raw", "kmh"),
+    [
+        ("es", 4000, 400.0),  # the contract's edge is kept
+        ("es", 4001, None),  # a glitched word is left out, the reading is not lost
+        ("es", -1001, None),
+        ("es", -1000, -100.0),
+        ("m365", 32767, 32.767),  # m/h can never leave the range
+    ],
+)
+def test_status_speed_within_the_contract(model, raw, kmh):
+    bank = RegisterBank()
+    bank.absorb(0xB5, (raw & 0xFFFF).to_bytes(2, "little"))
+    bank.absorb(0xB7, (1234567).to_bytes(4, "little"))
+    r = to_reading("d", 1, decode_esc(bank.words, MODELS[model]), BmsTelemetry())
+    assert r is not None
+    assert r.status is not None
+    assert r.status.odometer_km == pytest.approx(1234.567)
+    assert r.status.speed_kmh == (None if kmh is None else pytest.approx(kmh))
+
+
+@pytest.mark.parametrize(
+    ("cells", "spread"),
+    [((), None), ((3900,), None), ((3900, 3850, 3912), 0.062), ((4100, 2500), 1.6)],
+)
+def test_cell_spread_from_the_bms_cells(cells, spread):
+    r = to_reading("d", 1, EscTelemetry(), BmsTelemetry(pct=50.0, cells_mv=cells))
+    assert r is not None
+    assert r.battery is not None
+    assert r.battery.cell_spread_v == (None if spread is None else pytest.approx(spread))
 
 
 def test_nothing_answered_is_no_reading():
@@ -329,6 +365,19 @@ def test_fuzz_any_request_is_a_safe_read_or_refused(target, reg, nbytes):
     assert not set(range(reg, reg + nbytes // 2)) & FORBIDDEN_REGISTERS
 
 
+def _calls_frames_encode(call: ast.Call) -> bool:
+    """`encode(...)` or `frames.encode(...)`: the frame serializer, not `str.encode`."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id == "encode"
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "encode"
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "frames"
+    )
+
+
 def test_only_the_poll_module_encodes_and_only_reads():
     # `frames.encode` is the one serializer; only poll.py may call it, and every
     # Frame(...) built there passes cmd=READ, so no 0x02/0x03 can slip in.
@@ -340,7 +389,7 @@ def test_only_the_poll_module_encodes_and_only_reads():
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            if name == "encode":
+            if _calls_frames_encode(node):
                 assert path.name == "poll.py", path
             if name == "Frame" and path.name != "frames.py":  # frames.py only decodes into Frame
                 built += 1
@@ -368,3 +417,7 @@ def test_fuzz_register_decode_never_raises(start, payload, model):
     r = to_reading("d", 0, esc, bms)
     if r is not None and r.battery is not None and r.battery.pct is not None:
         assert 0 <= r.battery.pct <= 100
+    if r is not None and (r.battery not in EMPTY_GROUPS or r.status not in EMPTY_GROUPS):
+        # Whatever the words say, the agent can send the reading: one field outside the
+        # contract (a glitched speed word) would cost the whole reading.
+        encode(r, 1)
