@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from fleet.config.base import IdStr, Loc, StrictModel, raise_problems
+from fleet.config.collector import USER_RE
 
 
 class AgentRegistration(StrictModel):
@@ -29,6 +31,34 @@ class AgentRegistration(StrictModel):
         description="Ids of the registered devices ([[devices]]) whose telemetry and "
         "availability it may publish; on a generated broker, nothing else.",
     )
+
+
+class BrokerCollector(StrictModel):
+    """One of several collectors sharing the generated broker: its own broker user (and so
+    its own persistent session) with the rights of its own sites only."""
+
+    user: str = Field(
+        description="Its broker user: its mqtt.username, and its mqtt.client_id too (the "
+        "generated broker names every session by its user name)."
+    )
+    sites: list[IdStr] = Field(
+        min_length=1,
+        description="The sites it owns (its collector.sites): it reads their telemetry, "
+        "availability, acknowledgements and bridge links and is the only writer of their "
+        "alerts and dead letters. No site may belong to two collectors.",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str) -> str:
+        if not USER_RE.fullmatch(value):
+            # Not echoed: config messages never repeat a rejected value.
+            raise PydanticCustomError(
+                "fleet_broker_user",
+                "broker user names are 1-64 letters, digits, '_', '.', '@' or '-', starting "
+                "with a letter or digit",
+            )
+        return value
 
 
 class BridgeSettings(StrictModel):
@@ -135,6 +165,12 @@ class BrokerSettings(StrictModel):
         "else may publish an acknowledgement; the board's API needs no broker user.",
     )
 
+    collectors: list[BrokerCollector] = Field(
+        default_factory=list,
+        description="Several collectors on this broker, each owning its own sites: a broker "
+        "user, password and ACL each. Empty: one collector user (mqtt.username, else "
+        "fleet-collector) for every site.",
+    )
     bridge: BridgeSettings = Field(
         default_factory=BridgeSettings,
         description="A sub-station's bridge to the central broker (--role substation).",
@@ -146,10 +182,38 @@ class BrokerSettings(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _check_tls(self) -> BrokerSettings:
+    def _check(self) -> BrokerSettings:
         missing = [name for name in ("certfile", "keyfile") if getattr(self, name) is None]
         problems: list[tuple[Loc, str]] = [
             ((name,), "needed when broker.tls is true") for name in missing if self.tls
         ]
+        problems += _collector_problems(self.collectors)
         raise_problems(problems)
         return self
+
+
+def _collector_problems(collectors: list[BrokerCollector]) -> list[tuple[Loc, str]]:
+    """Two collectors with one user would take each other's session; two owning one site
+    would store its readings twice and alert twice."""
+    problems: list[tuple[Loc, str]] = []
+    users: dict[str, int] = {}
+    owner: dict[str, int] = {}
+    for index, entry in enumerate(collectors):
+        if entry.user in users:
+            problems.append(
+                (("collectors", index, "user"), f"also the user of broker.collectors[{users[entry.user]}]: "
+                 "each collector needs a broker user of its own (sessions are named by it)")
+            )  # fmt: skip
+        users.setdefault(entry.user, index)
+        for site in dict.fromkeys(entry.sites):
+            if entry.sites.count(site) > 1:
+                problems.append((("collectors", index, "sites"), f"site {site} is listed twice"))
+            if site in owner:
+                problems.append(
+                    (("collectors", index, "sites"), f"site {site} is also owned by "
+                     f"broker.collectors[{owner[site]}] ('{collectors[owner[site]].user}'): a "
+                     "site belongs to one collector")
+                )  # fmt: skip
+            else:
+                owner[site] = index
+    return problems

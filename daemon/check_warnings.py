@@ -17,6 +17,8 @@ is not seen outside the unit.
 - An agent whose drivers read devices its `[[agents]]` entry does not list
   (or that is not registered at all): a generated broker refuses those
   publishes (MQTT 5 says so; MQTT 3.1.1 drops them without a word).
+- A collector whose broker user is not among `[[broker.collectors]]`, or whose
+  `collector.sites` are not its entry's (a generated broker would refuse or starve it).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 from fleet.config import FleetSettings
 from fleet.config.base import format_loc
 from fleet.config.secrets import secret_locs
+from fleet.daemon.broker.collectors import collector_warning
 
 
 def config_warnings(settings: FleetSettings, config_path: Path | None) -> list[str]:
@@ -42,6 +45,9 @@ def config_warnings(settings: FleetSettings, config_path: Path | None) -> list[s
         *_cleartext_warnings(settings),
         *_agent_registry_warnings(settings),
     ]
+    collector = collector_warning(settings)  # [[broker.collectors]] against this collector
+    if collector is not None:
+        lines.append(collector)
     return [f"warning: {line}" for line in lines]
 
 

@@ -2,9 +2,11 @@
 
 One scenario, run once for the module (each step builds or changes a virtualenv: slow):
 install the collector and the agent; run again; fail an upgrade (a lock whose hashes match
-no file); upgrade to a bumped version; add the broker; uninstall; uninstall again; purge.
+no file); upgrade to a bumped version; add the broker; make it a sub-station's (--role
+substation) and run that again; uninstall; uninstall again; purge.
 Each test checks one property of what the scenario recorded. The packages come from a
-wheelhouse downloaded once with the lock's hashes, then `--wheels` (no index).
+wheelhouse downloaded with the lock's hashes under the test's folder, then `--wheels` (no
+index).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ LOCK = ROOT / "requirements.lock"
 LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", re.MULTILINE)
 UNITS = ("fleet-collector.service", "fleet-agent.service")
 DROP_IN = "/etc/systemd/system/mosquitto.service.d/fleet.conf"
+BRIDGE_PASSWORD = "bridge-password-made-at-the-centre"
 STATE_FILES = {  # what the services keep in /var/lib/fleet: no upgrade may touch it
     "spool.sqlite": os.urandom(4096),
     "outbox.sqlite": os.urandom(2048),
@@ -103,6 +107,8 @@ class Scenario:
     links: dict[str, str] = field(default_factory=dict)  # where /opt/fleet/venv pointed
     versions: dict[str, dict[str, str]] = field(default_factory=dict)  # in the venv
     shebang: str = ""  # of the installed `fleet` script
+    seconds: dict[str, float] = field(default_factory=dict)  # each step's wall time
+    confs: dict[str, str] = field(default_factory=dict)  # the generated mosquitto.conf
 
 
 def snapshot(root: Path) -> Snapshot:
@@ -159,17 +165,24 @@ def venv_versions(root: Path) -> dict[str, str]:
     return {canonicalize_name(k): v for k, v in json.loads(out.stdout).items()}
 
 
-def download_wheels(dest: Path, env: dict[str, str]) -> None:
+def download_wheels(dest: Path, env: dict[str, str], py: str) -> None:
     """The locked files, checked against the lock's hashes, for the Python the venv uses."""
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "--no-deps"]
+    pip += ["--only-binary=:all:", "--python-version", py, "-d", str(dest), "-r", str(LOCK)]
+    subprocess.run(pip, check=True, capture_output=True, env=env)
+
+
+def wheelhouse(base: Path, env: dict[str, str]) -> Path:
+    """The locked wheels, downloaded under the test's own folder (~16 s): a cache kept
+    between runs would have to live outside it."""
     py = subprocess.run(
         ["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    pip = [sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "--no-deps"]
-    pip += ["--only-binary=:all:", "--python-version", py, "-d", str(dest), "-r", str(LOCK)]
-    subprocess.run(pip, check=True, capture_output=True, env=env)
+    download_wheels(base / "wheels", env, py)
+    return base / "wheels"
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +195,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     (base / "tmp").mkdir()
     # Its temporary files and pip's cache under the test's folder too.
     env = {**os.environ, "TMPDIR": str(base / "tmp"), "PIP_CACHE_DIR": str(base / "pip-cache")}
-    wheels = base / "wheels"
-    download_wheels(wheels, env)
+    wheels = wheelhouse(base, env)
     src = copy_checkout(ROOT, base / "checkout")
     version = tomllib.loads((src / "pyproject.toml").read_text())["project"]["version"]
     head, _, last = version.rpartition(".")
@@ -198,9 +210,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
             str(wheels),
         ]
         command += args
+        started = time.monotonic()
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        s.seconds[name] = time.monotonic() - started
         s.runs[name] = Run(done.returncode, done.stdout, done.stderr)
         s.snaps[name] = snapshot(s.root)
+        conf = s.root / "etc/fleet/broker/mosquitto.conf"
+        if conf.is_file():
+            s.confs[name] = conf.read_text(encoding="utf-8")
         if (s.root / "opt/fleet/venv").is_symlink():
             s.links[name] = os.readlink(s.root / "opt/fleet/venv")
 
@@ -239,6 +256,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     step("upgrade", newer)
     s.versions["upgrade"] = venv_versions(s.root)
     step("broker", newer, "--broker")
+    # A sub-station: the bridge up to the centre needs its address, CA and password.
+    config = s.root / "etc/fleet/fleet.toml"
+    head, table, bridge = config.read_text(encoding="utf-8").partition("[broker.bridge]")
+    for key in ("address", "cafile", "password_file"):
+        bridge = bridge.replace(f"\n# {key} = ", f"\n{key} = ", 1)
+    config.write_text(head + table + bridge, encoding="utf-8")
+    (s.root / "etc/fleet/broker-bridge.password").write_text(BRIDGE_PASSWORD + "\n")
+    step("substation", newer, "--broker", "--role", "substation")
+    step("substation again", newer, "--broker", "--role", "substation")
+    step("upgrade keeps the role", newer)  # no --role: the one given before
     step("uninstall", newer, "--uninstall")
     step("uninstall again", newer, "--uninstall")
     step("purge", newer, "--uninstall", "--purge")
@@ -375,14 +402,58 @@ class TestInstall:
             "ExecStart=",
             "ExecStart=/usr/sbin/mosquitto -c /etc/fleet/broker/mosquitto.conf",
         ]
-        # Made under a root, the generated files would name the root's paths: not made.
-        assert "fleet broker-config --config /etc/fleet/fleet.toml" in run.err
-        assert "/etc/fleet/broker" not in snap
+        # Made inside the root, the generated files name each other as the machine will.
+        conf = scenario.confs["broker"]
+        assert "password_file /etc/fleet/broker/passwords" in conf
+        assert str(scenario.root) not in conf
+        assert attrs(snap, "/etc/fleet/broker/mosquitto.conf")[0] == 0o640
+        assert attrs(snap, "/etc/fleet/broker/credentials") == (0o700, 0, 0)
+        assert f"install: broker-config: wrote {scenario.root}/etc/fleet/broker/acl" in run.out
+        # The root has no user mosquitto: said, with what to do on the machine.
+        assert "no user mosquitto in" in run.err
+        assert "/etc/fleet/broker.role" not in snap  # the default, never asked for
+
+    def test_role_substation_bridges_up_and_a_second_run_changes_nothing(
+        self, scenario: Scenario
+    ) -> None:
+        run, snap = scenario.runs["substation"], scenario.snaps["substation"]
+        assert run.code == 0, run.err
+        conf = scenario.confs["substation"]
+        for line in (
+            "connection bridge-allingtown",
+            "address broker.hq.example:8883",
+            "bridge_cafile /etc/fleet/tls/ca.pem",
+            f"remote_password {BRIDGE_PASSWORD}",
+        ):
+            assert line in conf.splitlines()
+        assert f"install: broker-config: wrote {scenario.root}/etc/fleet/broker/mosquitto.conf" in (
+            run.out.splitlines()
+        )
+        assert attrs(snap, "/etc/fleet/broker.role") == (0o644, 0, 0)
+        assert snap["/etc/fleet/broker.role"][4] == sha(b"substation\n")
+        assert BRIDGE_PASSWORD not in run.out + run.err
+        for again in ("substation again", "upgrade keeps the role"):
+            rerun = scenario.runs[again]
+            assert rerun.code == 0, rerun.err
+            assert rerun.out.startswith("install: nothing to do;"), (again, rerun.out)
+            assert scenario.snaps[again] == snap, again
+
+    def test_a_role_needs_the_broker_and_a_known_name(self, tmp_path: Path) -> None:
+        script = str(ROOT / "scripts/install")
+        for args, message in (
+            (["--role", "substation"], "--role goes with --broker"),
+            (["--broker", "--role", "edge"], "--role edge: one of single, substation, central"),
+        ):
+            done = subprocess.run(
+                [script, "--root", str(tmp_path), *args], capture_output=True, text=True
+            )
+            assert (done.returncode, done.stderr) == (1, f"install: error: {message}\n")
+        assert list(tmp_path.iterdir()) == []  # refused before anything was made
 
     def test_uninstall_removes_the_software_and_keeps_the_data(self, scenario: Scenario) -> None:
         run, before, after = (
             scenario.runs["uninstall"],
-            *map(scenario.snaps.get, ("broker", "uninstall")),
+            *map(scenario.snaps.get, ("upgrade keeps the role", "uninstall")),
         )
         assert run.code == 0, run.err
         assert before is not None

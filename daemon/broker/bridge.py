@@ -165,7 +165,13 @@ def substation_section(settings: FleetSettings, password: str) -> Section:
         Directive("notifications_local_only", "false", ""),
         Directive("notification_topic", wire.link_topic(prefix, site, user), ""),
         Directive("keepalive_interval", "30", "A cut link is noticed within 45 s at the centre."),
-        Directive("restart_timeout", "5 60", "Reconnect after 5 s, backing off to at most 60 s."),
+        Directive(
+            "restart_timeout",
+            "5 15",
+            "Reconnect after 5 s, backing off to at most 15 s: once the centre is back (a "
+            "cut line mended, its broker restarted) the backlog starts within 15 s, and its "
+            "collector reads the stale '0' kept there for no longer than that.",
+        ),
         Directive("start_type", "automatic", ""),
         Directive(
             "topic",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.config import ConfigError, FleetSettings, load_settings, resolve_config_path
-from fleet.daemon.broker import acl, bridge, mosquitto_conf, passwords
+from fleet.daemon.broker import acl, bridge, collectors, mosquitto_conf, passwords
 from fleet.daemon.broker.access import Account, problems
 from fleet.daemon.broker.files import (
     CredentialError,
@@ -29,7 +29,7 @@ from fleet.daemon.broker.files import (
     ensure_dir,
     write_if_changed,
 )
-from fleet.daemon.broker.mosquitto_conf import BrokerFiles
+from fleet.daemon.broker.mosquitto_conf import BrokerFiles, Section
 from fleet.daemon.broker.users import BrokerUser, Role, derive_users
 from fleet.daemon.cli_support import EX_CONFIG
 
@@ -63,6 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="single (default): one broker; substation: add the bridge up to the central "
         "broker ([broker.bridge]); central: add a bridge user per broker.bridge_sites",
     )  # fmt: skip
+    parser.add_argument(
+        "--root", type=Path, default=None, metavar="DIR",
+        help="an image (scripts/install --root): every path of the configuration, --config "
+        "and --out is read and written inside DIR, and written into the files as the "
+        "machine will see it; the group is --run-as's in DIR/etc/passwd",
+    )  # fmt: skip
     parser.set_defaults(handler=run)
 
 
@@ -78,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
     if path is None:
         return _fail("name the configuration file: --config FILE (or FLEET_CONFIG)", EX_CONFIG)
+    root = Path(os.path.abspath(args.root)) if args.root is not None else None
     source = Path(os.path.abspath(path))
-    settings = _load(source)
+    settings = _load(inside(root, source), source)
     if settings is None:
         return EX_CONFIG
     files = BrokerFiles(Path(os.path.abspath(args.out)))
+    disk = BrokerFiles(inside(root, files.out))  # where they are written: files, in an image
     plan = derive_users(settings)
     users, role_problems = bridge.users_for(args.role, settings, plan.users)
     found = [*plan.problems, *role_problems, *mosquitto_conf.path_problems(settings.broker, files)]
@@ -93,26 +101,59 @@ def run(args: argparse.Namespace) -> int:
             where = "fleet broker-config" if key.startswith("--") else str(source)
             sys.stderr.write(f"{where}: {key}: {message}\n")
         return EX_CONFIG
-    account = Account.lookup(args.run_as)
+    account = Account.lookup(args.run_as) if root is None else None
     # As root we own the files; mosquitto, once it has switched user, reads them by group.
-    gid = account.gid if account is not None and os.geteuid() == 0 else None
+    gid = account.gid if account is not None else _image_gid(root, args.run_as)
+    gid = gid if os.geteuid() == 0 else None
     try:
-        tail = bridge.sections_for(args.role, settings)
+        tail = _sections(args.role, settings, root)
     except (OSError, ValueError) as exc:  # names the password file, never the password
         return _fail(f"broker.bridge.password_file: {exc}")
     try:
-        outcome = _write(settings, source, files, users, args.run_as, gid, tail)
+        outcome = _write(settings, source, files, disk, users, args.run_as, gid, tail)
     except CredentialError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot write {exc.filename or files.out}: {exc.strerror}")
-    _report(files, users, outcome)
-    for note in [*plan.notes, *_access_notes(settings, files, account, args.run_as)]:
+        return _fail(f"cannot write {exc.filename or disk.out}: {exc.strerror}")
+    _report(files, disk, users, outcome)
+    notes = [*plan.notes, *collectors.broker_notes(settings)]
+    if root is None:  # this machine's accounts say nothing of the image's
+        notes += _access_notes(settings, files, account, args.run_as, args.role)
+    for note in notes:
         sys.stderr.write(f"fleet broker-config: note: {note}\n")
     return 0
 
 
-def _load(path: Path) -> FleetSettings | None:
+def inside(root: Path | None, path: Path) -> Path:
+    """`path` (absolute) as seen from here when the machine's / is `root`."""
+    return path if root is None else root / path.relative_to(path.anchor)
+
+
+def _image_gid(root: Path | None, name: str) -> int | None:
+    """The primary group of user `name` in the image's own passwd; None if it has none."""
+    if root is None:
+        return None
+    try:
+        lines = (root / "etc" / "passwd").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == name and fields[3].isdigit():
+            return int(fields[3])
+    return None
+
+
+def _sections(role: str, settings: FleetSettings, root: Path | None) -> list[Section]:
+    """What goes after the standard sections: the bridge of a sub-station (its password
+    read from the image when there is one)."""
+    password_file = settings.broker.bridge.password_file
+    if role != "substation" or root is None or password_file is None:
+        return bridge.sections_for(role, settings)
+    return [bridge.substation_section(settings, bridge.read_password(inside(root, password_file)))]
+
+
+def _load(path: Path, shown: Path) -> FleetSettings | None:
     # The collector's mqtt.password_file may name the credential this command is about to
     # write (a first run): no secret of the configuration is needed here, so none is read.
     environ = {**os.environ, "FLEET_MQTT__PASSWORD_FILE": ""}
@@ -120,7 +161,8 @@ def _load(path: Path) -> FleetSettings | None:
         return load_settings(path, environ=environ)
     except ConfigError as exc:
         for problem in exc.problems:
-            sys.stderr.write(problem + "\n")
+            # In an image the file is named as the machine will see it.
+            sys.stderr.write(problem.replace(str(path), str(shown), 1) + "\n")
         return None
 
 
@@ -128,15 +170,17 @@ def _write(
     settings: FleetSettings,
     source: Path,
     files: BrokerFiles,
+    disk: BrokerFiles,
     users: Sequence[BrokerUser],
     run_as: str,
     gid: int | None,
-    tail: Sequence[mosquitto_conf.Section] = (),
+    tail: Sequence[Section] = (),
 ) -> Outcome:
+    """`files` are named in the files' text, written at `disk` (the same but in an image)."""
     outcome = Outcome()
-    ensure_dir(files.out, Ownership(0o750, gid))
-    ensure_dir(files.credentials, Credentials.FOLDER)
-    store = Credentials(files.credentials)
+    ensure_dir(disk.out, Ownership(0o750, gid))
+    ensure_dir(disk.credentials, Credentials.FOLDER)
+    store = Credentials(disk.credentials)
     secrets: list[tuple[str, str]] = []
     for user in users:
         password, new = store.password(user.name)
@@ -144,7 +188,7 @@ def _write(
         if new:
             outcome.new_passwords.append(user.name)
     try:
-        existing = passwords.parse(files.passwords.read_text(encoding="utf-8"))
+        existing = passwords.parse(disk.passwords.read_text(encoding="utf-8"))
     except (FileNotFoundError, UnicodeDecodeError):
         existing = {}
     header = acl.comment(
@@ -154,9 +198,9 @@ def _write(
     sections = [*mosquitto_conf.standard_sections(settings.broker, files, run_as), *tail]
     shared = Ownership(0o640, gid)
     for target, text in [
-        (files.conf, mosquitto_conf.render(sections, header)),
-        (files.acl, acl.render(users, header)),
-        (files.passwords, passwords.render(passwords.entries_for(secrets, existing))),
+        (disk.conf, mosquitto_conf.render(sections, header)),
+        (disk.acl, acl.render(users, header)),
+        (disk.passwords, passwords.render(passwords.entries_for(secrets, existing))),
     ]:
         changed = write_if_changed(target, text.encode(), shared)
         (outcome.written if changed else outcome.unchanged).append(target)
@@ -164,16 +208,18 @@ def _write(
     return outcome
 
 
-def _report(files: BrokerFiles, users: Sequence[BrokerUser], outcome: Outcome) -> None:
+def _report(
+    files: BrokerFiles, disk: BrokerFiles, users: Sequence[BrokerUser], outcome: Outcome
+) -> None:
     out = sys.stdout
     for path in outcome.written:
         out.write(f"wrote      {path}\n")
     for path in outcome.unchanged:
         out.write(f"unchanged  {path}\n")
     for name in outcome.new_passwords:
-        out.write(f"new password for {name} in {files.credentials / name}\n")
+        out.write(f"new password for {name} in {disk.credentials / name}\n")
     for name in outcome.removed:
-        out.write(f"removed {files.credentials / name}: {name} is no longer configured\n")
+        out.write(f"removed {disk.credentials / name}: {name} is no longer configured\n")
     width = max((len(u.name) for u in users), default=0)
     out.write(f"\nbroker users ({len(users)}):\n")
     for user in users:
@@ -196,7 +242,7 @@ def _report(files: BrokerFiles, users: Sequence[BrokerUser], outcome: Outcome) -
 
 
 def _access_notes(
-    settings: FleetSettings, files: BrokerFiles, account: Account | None, run_as: str
+    settings: FleetSettings, files: BrokerFiles, account: Account | None, run_as: str, role: str
 ) -> list[str]:
     if os.geteuid() != 0:
         return []  # mosquitto started by us runs as us, and we just wrote the files
@@ -209,6 +255,9 @@ def _access_notes(
     reads = [files.conf, files.passwords, files.acl]
     if broker.tls:
         reads += [p for p in (broker.certfile, broker.keyfile, broker.cafile) if p is not None]
+    if role == "substation" and broker.bridge.tls and broker.bridge.cafile is not None:
+        # Read by the bridge at each connect, long after mosquitto switched user.
+        reads.append(broker.bridge.cafile)
     return problems(account, reads, [broker.persistence_location])
 
 

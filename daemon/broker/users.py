@@ -24,6 +24,7 @@ Every right is a per-user `topic` line: a Mosquitto `pattern` line applies to ev
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -78,21 +79,21 @@ class Plan:
     notes: tuple[str, ...]  # worth saying, not wrong
 
 
-def _any_site(prefix: str) -> str:
-    return f"{wire.check_id('topic prefix', prefix)}/{wire.VERSION}/+"
+def _any_site(prefix: str, site: str = "+") -> str:
+    return f"{wire.check_id('topic prefix', prefix)}/{wire.VERSION}/{site}"
 
 
-def alerts_filter(prefix: str) -> str:
-    """Every alert topic and its acknowledgement topic, of every site."""
-    return f"{_any_site(prefix)}/alerts/#"
+def alerts_filter(prefix: str, site: str = "+") -> str:
+    """Every alert topic and its acknowledgement topic, of every site (or of `site`)."""
+    return f"{_any_site(prefix, site)}/alerts/#"
 
 
 def ack_filter(prefix: str) -> str:
     return next(t for t in wire.control_subscriptions(prefix) if t.endswith("/ack"))
 
 
-def deadletter_filter(prefix: str) -> str:
-    return f"{_any_site(prefix)}/deadletter"
+def deadletter_filter(prefix: str, site: str = "+") -> str:
+    return f"{_any_site(prefix, site)}/deadletter"
 
 
 def owntracks_tree(user: str) -> str:
@@ -109,27 +110,51 @@ def replay_user(collector: str) -> str:
     return collector + REPLAY_SUFFIX
 
 
-def collector_rights(prefix: str) -> tuple[Right, ...]:
-    telemetry, owntracks = wire.subscriptions(prefix)
-    availability, _, link = wire.control_subscriptions(prefix)
+def collector_rights(prefix: str, sites: Sequence[str] = ()) -> tuple[Right, ...]:
+    """A collector's rights over its `sites` (empty: every site, as one `+` level). OwnTracks
+    topics carry no site: every collector reads them and keeps its own sites' phones."""
+    *telemetry, owntracks = wire.subscriptions(prefix, sites)
+    levels = [wire.check_id("site", s) for s in sites] or ["+"]
+    names = [f"site {s}" for s in sites] or ["every site"]
+    of = [f" of {name}" for name in names] if sites else [""]  # one collector: as it was
+    control = wire.control_subscriptions(prefix, sites)
+    n = len(levels)
+    availability, links = control[:n], control[2 * n :]
     return (
-        Right("read", telemetry, "every site's telemetry"),
-        Right("read", owntracks, "OwnTracks phones' locations"),
-        Right("read", availability, "devices' and agents' availability (retained)"),
-        Right("read", link, "the sub-stations' bridge links (retained; site_link_down)"),
-        Right(
-            "readwrite",
-            alerts_filter(prefix),
-            "the only writer of alerts (retained); reads the acknowledgements beneath them",
+        *(
+            Right("read", t, f"{name}'s telemetry")
+            for t, name in zip(telemetry, names, strict=True)
         ),
-        Right("readwrite", deadletter_filter(prefix), "the only writer of dead letters"),
+        Right("read", owntracks, "OwnTracks phones' locations"),
+        *(
+            Right("read", t, f"devices' and agents' availability{w} (retained)")
+            for t, w in zip(availability, of, strict=True)
+        ),
+        *(
+            Right("read", t, f"the sub-stations' bridge links{w} (retained; site_link_down)")
+            for t, w in zip(links, of, strict=True)
+        ),
+        *(
+            Right(
+                "readwrite",
+                alerts_filter(prefix, level),
+                f"the only writer of alerts{w} (retained); reads the acknowledgements beneath them",
+            )
+            for level, w in zip(levels, of, strict=True)
+        ),
+        *(
+            Right(
+                "readwrite", deadletter_filter(prefix, level), f"the only writer of dead letters{w}"
+            )
+            for level, w in zip(levels, of, strict=True)
+        ),
     )
 
 
-def replay_rights(prefix: str) -> tuple[Right, ...]:
-    telemetry, owntracks = wire.subscriptions(prefix)
+def replay_rights(prefix: str, sites: Sequence[str] = ()) -> tuple[Right, ...]:
+    *telemetry, owntracks = wire.subscriptions(prefix, sites)
     why = "republishes kept originals (dead letters) to their own topics, for the collector"
-    return (Right("write", telemetry, why), Right("write", owntracks, why))
+    return (*(Right("write", t, why) for t in telemetry), Right("write", owntracks, why))
 
 
 def ack_rights(prefix: str) -> tuple[Right, ...]:
@@ -189,6 +214,9 @@ class _Builder:
         self.users.append(user)
 
     def add_collector(self) -> None:
+        if self.settings.broker.collectors:
+            self._add_declared_collectors()
+            return
         name = collector_user(self.settings)
         if self.settings.mqtt.username is None:
             self.notes.append(
@@ -220,16 +248,37 @@ class _Builder:
                 )
             )
 
-    def add_replay(self) -> None:
-        collector = collector_user(self.settings)
+    def _add_declared_collectors(self) -> None:
+        """`[[broker.collectors]]`: a user each (its own session), its sites' rights only."""
+        for index, entry in enumerate(self.settings.broker.collectors):
+            key = f"broker.collectors[{index}].user"
+            sites = ("site " if len(entry.sites) == 1 else "sites ") + ", ".join(entry.sites)
+            self._add(
+                BrokerUser(
+                    entry.user,
+                    Role.COLLECTOR,
+                    key,
+                    collector_rights(self.prefix, entry.sites),
+                    f"{sites}: reads their telemetry, availability, acknowledgements and "
+                    "OwnTracks; the only writer of their alerts and dead letters",
+                )
+            )
+            self.add_replay(entry.user, key, entry.sites)
+
+    def add_replay(
+        self, collector: str | None = None, key: str = "mqtt.username", sites: Sequence[str] = ()
+    ) -> None:
+        if self.settings.broker.collectors and collector is None:
+            return  # added with each declared collector
+        collector = collector or collector_user(self.settings)
         if not USER_RE.fullmatch(collector):
             return  # the collector's name is reported already
         self._add(
             BrokerUser(
                 replay_user(collector),
                 Role.REPLAY,
-                "mqtt.username",
-                replay_rights(self.prefix),
+                key,
+                replay_rights(self.prefix, sites),
                 "writes telemetry and OwnTracks topics only: `fleet deadletters replay`, "
                 "never as the collector (that would take over the collector's session)",
             ),
