@@ -76,9 +76,12 @@ class MqttLink:
         manual_ack: bool = False,
         on_connect: Callable[[], None] | None = None,
         on_session: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._on_connect_hook = on_connect
+        # Told when a connection ends (lost, refused or closed): its owner may be blind now.
+        self._on_disconnect_hook = on_disconnect
         # Told on every connect whether the broker still had our session (MQTT's
         # "session present"): the owner decides whether its absence means loss.
         self._on_session_hook = on_session
@@ -318,6 +321,12 @@ class MqttLink:
                 reason_code,
             )
         self._connected.clear()
+        if self._on_disconnect_hook is not None:
+            # On paho's thread, where an exception would end paho's loop: logged instead.
+            try:
+                self._on_disconnect_hook()
+            except Exception:  # noqa: BLE001 - reconnecting matters more than the hook
+                _LOG.exception("the MQTT disconnect hook failed")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         sink = self._on_message_sink

@@ -21,10 +21,9 @@ Decisions worth knowing (see also ``lifecycle`` for flapping and silences, and
   not firing); a firing one resolves when charging starts.
 - ``offline`` is judged on telemetry silence alone (availability messages are kept
   but never fire anything: a flapping link stays quiet unless data stops for the
-  whole window). While an agent of a site is offline, offline alerts of that
-  site's telemetry devices do not fire (OwnTracks phones do not go through agents);
-  when an agent comes back, those devices get a full window to be heard again. A
-  sub-station's cut bridge link (``site_link_down``) holds them the same way: ``links``.
+  whole window), and only on silence the collector could have seen: a down agent or
+  a cut bridge link holds its site's offline alerts (``links``), and the collector's
+  own lost MQTT connection holds everyone's (``offline``).
 - Every public call is serialised by one lock; the collector may call from its
   MQTT thread and its tick thread.
 """
@@ -47,6 +46,7 @@ from fleet.daemon.alerts.model import (
     EngineCounters,
     Silence,
 )
+from fleet.daemon.alerts.offline import OfflineJudge
 from fleet.daemon.alerts.rules import (
     DeviceView,
     docked,
@@ -92,16 +92,12 @@ class AlertEngine:
         self._limits: dict[tuple[str, str], Limits] = {}
         self._records: dict[tuple[str, str], AlertRecord] = {}
         self._views: dict[str, DeviceView] = {}
-        self._agents: dict[tuple[str, str], bool] = {}
-        self._agent_back_ms: dict[str, int] = {}
+        self._judge = OfflineJudge(self.counters)  # agents, links, blind spells
         self._availability: dict[str, tuple[bool, int]] = {}
         self._silences: dict[int, Silence] = {}
         self._dirty_views: set[str] = set()
         self._store_failing = False
         self._next_silence_id = 1
-        # The first tick's time: whatever the broker queued while the collector was down
-        # arrives first, so no device is called offline for the downtime before a window.
-        self._started_ms: int | None = None
         if store is not None:
             self._load(store)
 
@@ -109,7 +105,7 @@ class AlertEngine:
         for rec in store.load_records():
             self._records[rec.key] = rec
             if rec.rule in links.HOLDING and rec.phase == "firing":
-                self._agents[links.holder(rec.site, rec.device, rec.rule)] = False
+                self._judge.restore_down(rec.site, rec.device, rec.rule)
         self._views.update(store.load_views())
         self._clocks.refresh_fleet(self._views.values())
         for silence in store.load_silences():
@@ -182,15 +178,14 @@ class AlertEngine:
     ) -> list[AlertEvent]:
         """With `rule` SITE_LINK_DOWN: the site's bridge link, `agent` = the site (links)."""
         with self._lock:
-            was = self._agents.get(links.holder(site, agent, rule))
-            self._agents[links.holder(site, agent, rule)] = online
-            if online and was is False:
-                self._agent_back_ms[site] = now_ms
+            down_from = self._judge.holder_state(site, agent, rule, online, now_ms)
             rec = self._records.get((agent, rule))
             if rec is None:
                 if online:
                     return []
                 rec = self._record(agent, rule, site, links.kind_of(rule))
+            if not online and rec.phase != "firing" and rec.pending_since_ms is None:
+                rec.pending_since_ms = down_from  # a link's "0" read after a blind spell: T0
             hold = round(self._s.agent_down_for_s * 1000)
             events = []
             todo = lifecycle.condition(rec, not online, now_ms, hold)
@@ -201,11 +196,15 @@ class AlertEngine:
             self._save([rec])
             return events
 
+    def connection(self, connected: bool, now_ms: int) -> None:
+        """The collector's own MQTT connection lost (T0) or regained (T1): see ``offline``."""
+        with self._lock:
+            self._judge.connection(connected, now_ms)
+
     def tick(self, now_ms: int) -> list[AlertEvent]:
         """Offline detection, `for` hold-downs, repeats, escalation; call about every second."""
         with self._lock:
-            if self._started_ms is None:
-                self._started_ms = now_ms
+            self._judge.start(now_ms)
             self._clocks.refresh_fleet(self._views.values())
             for sid in [sid for sid, s in self._silences.items() if s.until_ms <= now_ms]:
                 del self._silences[sid]
@@ -299,25 +298,18 @@ class AlertEngine:
 
     def _offline(self, now_ms: int) -> list[AlertEvent]:
         events = []
-        down_sites = {site for (site, _), online in self._agents.items() if not online}
-        for device, view in self._views.items():
-            limits = self._limits_for(view.kind, device)
-            if Rule.OFFLINE in limits.disabled:
-                continue
-            through_agent = view.source == "telemetry"
-            heard = max(view.last_heard_ms, self._started_ms or now_ms)
-            if through_agent:
-                heard = max(heard, self._agent_back_ms.get(view.site, heard))
-            if not silent_too_long(heard, now_ms, limits.offline_after_s):
-                continue
-            if through_agent and view.site in down_sites:
-                continue  # inhibited by agent_down: one alert, not one per device
+        for device in self._judge.silent(self._views, self._offline_after_s, now_ms):
+            view = self._views[device]
             rec = self._records.get((device, Rule.OFFLINE))
             if rec is None:
                 rec = self._record(device, Rule.OFFLINE, view.site, view.kind)
             if rec.phase != "firing":
                 events.append(self._fire(rec, None, now_ms))
         return events
+
+    def _offline_after_s(self, device: str, view: DeviceView) -> float | None:
+        limits = self._limits_for(view.kind, device)
+        return None if Rule.OFFLINE in limits.disabled else limits.offline_after_s
 
     def _record(self, device: str, rule: Rule, site: str, kind: str) -> AlertRecord:
         rec = AlertRecord(device, rule, site, kind, self._s.severity(rule))

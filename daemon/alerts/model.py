@@ -60,6 +60,8 @@ class EngineCounters:
     buffered: int = 0  # older than max_reading_age_s: known, but fired nothing
     future: int = 0  # stamped ahead of the device's clock: live, but not taken as "now"
     store_errors: int = 0  # state not written (disk full, I/O error): kept in memory, retried
+    blind_spells: int = 0  # the collector's MQTT connection lost: offline not judged (offline.py)
+    blind_ms: int = 0  # how long those spells lasted, once each ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """The alert engine inside the collector, on a thread of its own.
 
 Ingest hands over every reading it has spooled, and every availability or
-acknowledgement message; nothing here can slow ingestion down (the engine may
-fsync its state, a notification may wait on a mail server). Each event the
-engine decides is published three ways: the retained alert topic, the `alert`
-measurement (through the spool, like readings) and, when it is meant for
-people, a notification on the route of its severity.
+acknowledgement message; the MQTT link, when the collector loses and regains its
+broker (the engine judges no silence it could not see); nothing here can slow
+ingestion down (the engine may fsync its state, a notification may wait on a mail
+server). Each event the engine decides goes out through ``alert_outlet``: the
+retained alert topic, the `alert` measurement and, for people, a notification.
 
 One reading or control message that makes the engine fail costs that item
 only: the failure is logged with its traceback and counted (`alert_errors`),
@@ -21,58 +21,25 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fleet.config import FleetSettings
 from fleet.daemon import liveness, wire
 from fleet.daemon.alerts import links
 from fleet.daemon.alerts.engine import AlertEngine
-from fleet.daemon.alerts.model import Action, AlertEvent, Silence
+from fleet.daemon.alerts.model import AlertEvent, Silence
 from fleet.daemon.alerts.notify import Notifier, RetryPolicy
 from fleet.daemon.alerts.schedule import iso_utc
 from fleet.daemon.alerts.store import AlertStore
-from fleet.daemon.alerts.text import alert_json
-from fleet.daemon.collector import schema
+from fleet.daemon.collector.alert_outlet import AlertCounters, AlertOutlet, Publish
 from fleet.daemon.collector.http.models import MAX_SILENCE_HOURS, one_line
-from fleet.daemon.spool import Entry, Spool
+from fleet.daemon.spool import Spool
 
 _LOG = logging.getLogger(__name__)
 
-SPOOL_TOPIC = "$alert"  # the "source topic" of alert points in the spool
 TICK_S = 1.0
 MAX_SILENCE_MS = MAX_SILENCE_HOURS * 3_600_000
 
-Publish = Callable[[str, bytes, bool], None]  # topic, payload, retain
-
-_NOTIFY_TYPE = {
-    (Action.FIRE, "critical"): "failure",
-    (Action.REPEAT, "critical"): "failure",
-    (Action.ESCALATE, "critical"): "failure",
-    (Action.FIRE, "warning"): "warning",
-    (Action.REPEAT, "warning"): "warning",
-    (Action.RESOLVE, "critical"): "success",
-    (Action.RESOLVE, "warning"): "success",
-}
-_TITLE = {
-    Action.FIRE: "{severity}",
-    Action.REPEAT: "still {severity}",
-    Action.ESCALATE: "ESCALATED, unacknowledged {severity}",
-    Action.RESOLVE: "resolved",
-    Action.ACKNOWLEDGED: "acknowledged",
-}
-
-
-@dataclass
-class AlertCounters:
-    """Owned by the alert thread; the stats reporter only reads them."""
-
-    events: int = 0
-    notified: int = 0
-    acks: int = 0
-    control: int = 0  # availability and acknowledgement messages taken
-    bad_control: int = 0  # malformed, or an ack on another site's topic than its alert's
-    availability_ignored: int = 0  # from an agent or for a device the registry does not back
-    errors: int = 0  # readings, messages or ticks the engine failed on (logged)
+__all__ = ["AlertCounters", "AlertService", "Publish"]
 
 
 class _Throttled:
@@ -109,8 +76,6 @@ class AlertService:
         alerts = settings.alerts
         self._prefix = settings.mqtt.topic_prefix
         self._spool = spool
-        self._publish = publish
-        self._on_spooled = on_spooled
         self._clock_ms = clock_ms
         # One file for alert state and pending notifications: both must survive a restart.
         store = self.store = AlertStore(alerts.state_path, sites=settings.collector.sites)
@@ -134,6 +99,15 @@ class AlertService:
         )
         self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
         self.counters = AlertCounters()
+        self._outlet = AlertOutlet(
+            prefix=self._prefix,
+            spool=spool,
+            publish=publish,
+            on_spooled=on_spooled,
+            clock_ms=clock_ms,
+            notifier=lambda: self.notifier,
+            counters=self.counters,
+        )
         self._tick_failed_at: float | None = None
         self._registry = wire.ControlRegistry.of(settings)  # whose availability counts
         self._refused = _Throttled()  # on the ingest thread, like control()
@@ -160,6 +134,18 @@ class AlertService:
             return events
 
         self._inbox.put(work)
+
+    def connection(self, connected: bool) -> None:
+        """The collector's MQTT connection lost or regained (paho's thread: must not block).
+
+        Timed now, applied in order on the alert thread: every message of the new connection
+        passes ingest first, so the engine learns of T1 before it reads any of them."""
+        at = self._clock_ms()
+        self._inbox.put(lambda now: self._connection(connected, at))
+
+    def _connection(self, connected: bool, at: int) -> list[AlertEvent]:
+        self.engine.connection(connected, at)
+        return []
 
     def control(self, control: wire.Control, payload: bytes) -> None:
         """An availability or acknowledgement message (already acknowledged to the broker)."""
@@ -313,65 +299,12 @@ class AlertService:
             "alert_buffered": c.buffered,
             "alert_future": c.future,
             "alert_store_errors": c.store_errors,
+            "mqtt_blind_spells": c.blind_spells,  # alert judging held (alerts/offline.py)
+            "mqtt_blind_s": c.blind_ms // 1000,
         }
 
     def _emit(self, events: list[AlertEvent]) -> None:
-        if not events:
-            return
-        now = self._clock_ms()
-        lines = []
-        for event in events:
-            a = event.alert
-            self.counters.events += 1
-            if event.action is Action.ACKNOWLEDGED:
-                self.counters.acks += 1
-            try:
-                topic = wire.alert_topic(self._prefix, a.site, a.device, a.rule)
-                self._publish(topic, alert_json(a), True)
-                lines.append(
-                    schema.alert_line(
-                        site=a.site,
-                        kind=a.kind,
-                        device=a.device,
-                        rule=a.rule,
-                        severity=str(a.severity),
-                        state=str(a.state),
-                        value=a.value,
-                        message=a.message,
-                        ts_ms=now,
-                    )
-                )
-                _LOG.info("alert %s: %s", event.action, a.message)
-                if event.notify:
-                    self._notify(event, topic)
-            except Exception:  # noqa: BLE001 - one event must not cost the others
-                self.counters.errors += 1
-                _LOG.exception(
-                    "publishing alert %s of %s/%s failed", event.action, a.device, a.rule
-                )
-        try:
-            self._spool.append([Entry(SPOOL_TOPIC, line, 1) for line in lines])
-        except Exception:  # noqa: BLE001 - published and notified already; only the points miss
-            self.counters.errors += 1
-            _LOG.exception("%d alert points not spooled", len(lines))
-            return
-        self._on_spooled()
-
-    def _notify(self, event: AlertEvent, topic: str) -> None:
-        a = event.alert
-        severity = str(a.severity)
-        title = f"[{_TITLE[event.action].format(severity=severity)}] {a.message}"
-        body = a.message
-        if event.action is not Action.RESOLVE:
-            body += f"\n\nAcknowledge: publish your name to {topic}/ack"
-        self.notifier.submit(
-            event.route,
-            title,
-            body,
-            key=f"{a.device}/{a.rule}",
-            notify_type=_NOTIFY_TYPE.get((event.action, severity), "info"),
-        )
-        self.counters.notified += 1
+        self._outlet.emit(events)
 
 
 def _silence_dict(s: Silence) -> dict[str, object]:

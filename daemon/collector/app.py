@@ -97,6 +97,9 @@ class Collector:
             subscriptions=subscriptions,
             manual_ack=True,
             on_session=self._session,
+            # The alert engine judges no silence it could not see (alerts/offline.py).
+            on_connect=lambda: self._connection(True),
+            on_disconnect=lambda: self._connection(False),
         )
         influx = settings.influx
         # Late readings into the hourly roll-up (1.x): noted by the writer, recomputed here.
@@ -191,6 +194,10 @@ class Collector:
             raise wire.Rejected(wire.Reason.TOO_LARGE, detail)
         self.alerts.control(control, message.payload)
         return True
+
+    def _connection(self, connected: bool) -> None:
+        if self.alerts is not None:  # None until constructed: nothing judged before then
+            self.alerts.connection(connected)
 
     def _session(self, present: bool) -> None:
         """On every MQTT connect (paho's thread): did the broker keep our session?

@@ -262,6 +262,16 @@ def _alert_metrics(collector: CollectorParts) -> list[Metric]:
         counter(
             "fleet_alert_store_errors_total", "Alert state writes that failed.", e.store_errors
         ),
+        counter(
+            "fleet_mqtt_blind_spells_total",
+            "Times the collector lost its broker (nothing judged offline meanwhile).",
+            e.blind_spells,
+        ),
+        counter(
+            "fleet_mqtt_blind_seconds_total",
+            "Seconds without the broker, counted when each spell ends.",
+            e.blind_ms / 1000,
+        ),
         Metric(
             "fleet_notifications_total",
             "counter",

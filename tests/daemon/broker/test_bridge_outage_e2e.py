@@ -7,13 +7,14 @@ real InfluxDB and a real HTTP receiver as its notification route, and the site's
 broker user, its retained availability "online", its will "offline") publishing 1,000
 seq-numbered readings of four Segways at a steady pace to the sub-station's broker.
 
-What the central broker's stop looks like from the collector (Mosquitto 2.0.11, measured):
-it loses its broker (T0), sees nothing for the outage, and on reconnecting (T1) reads the
-bridge's "0" (the will the central broker published as it stopped, queued in the collector's
-session and kept retained) until the bridge reconnects ("1"; bridge backoff, at most
-restart_timeout's 15 s), after which the sub-station's queued readings arrive. The engine
-judges no silence of its blind spell (T0..T1), gives every device a full offline window from
-T1, and counts that "0" from T0 (daemon/alerts/offline.py). The test's alert settings are the
+What the central broker's stop looks like from the collector (Mosquitto 2.0.11, measured,
+see LinkReads): as it stops, the central broker publishes the bridge's "0" (its will) and the
+collector reads it just before it loses its broker (T0); it sees nothing for the outage, and on
+reconnecting (T1) reads the "0" twice more (queued in its session, and retained) until the
+bridge reconnects ("1"; bridge backoff, at most restart_timeout's 15 s), after which the
+sub-station's queued readings arrive. The engine judges no silence of its blind spell (T0..T1),
+gives every device a full offline window from T1, and would count a "0" first read after T1
+from T0 (daemon/alerts/offline.py; here it was known before T0 and keeps its own start). The test's alert settings are the
 defaults but a short offline window, see ALERTS; the bridge reaches the centre through a
 `Gate` the test keeps shut for longer than that window after T1, so that the link's hold of
 the site's offline alerts is what keeps them quiet then, not luck in who reconnects first.
@@ -36,7 +37,7 @@ import pytest
 from fleet.config import FleetSettings, load_settings
 from fleet.config.alerts import Rule
 from fleet.daemon import wire
-from fleet.daemon.alerts.model import Action
+from fleet.daemon.alerts.model import Action, AlertEvent
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.mqtt import MqttLink
 from tests.daemon.broker.helpers import (
@@ -62,22 +63,34 @@ PERIOD_S = 0.07  # 1,000 readings in 70 s: they span the outage and the time aft
 # before the test has judged: with a 10 s window that would be a real offline alert.
 OUTAGE_S = 60.0  # the issue's 60 s
 BEFORE_STOP = 40  # readings stored at the centre before its broker is stopped
-REGISTRY = "\n".join(
-    f'[[devices]]\nid = "{d}"\nkind = "segway"\nsite = "{SITE}"\n' for d in DEVICES
-) + (f'\n[[agents]]\nid = "{AGENT}"\nsite = "{SITE}"\ndevices = {json.dumps(list(DEVICES))}\n')
+# A Segway at headquarters itself (behind no bridge: nothing holds it but the collector's own
+# blindness), and the agent that feeds it, on the central broker.
+HQ, HQ_SITE, HQ_AGENT = "hq-1", "allingtown", "dock-a"
+REGISTRY = (
+    "\n".join(f'[[devices]]\nid = "{d}"\nkind = "segway"\nsite = "{SITE}"\n' for d in DEVICES)
+    + f'\n[[agents]]\nid = "{AGENT}"\nsite = "{SITE}"\ndevices = {json.dumps(list(DEVICES))}\n'
+    + f'\n[[devices]]\nid = "{HQ}"\nkind = "segway"\nsite = "{HQ_SITE}"\n'
+    + f'\n[[agents]]\nid = "{HQ_AGENT}"\nsite = "{HQ_SITE}"\ndevices = ["{HQ}"]\n'
+)
 LINK_ACK = wire.alert_ack_topic("fleet", SITE, SITE, str(Rule.SITE_LINK_DOWN))
-# The default agent_down_for_s (60 s): the "0" read after T1 counts from T0, so the 60 s stop
-# fires site_link_down as soon as it is read. offline_after_s = 10: far shorter than the outage
+# The default agent_down_for_s (60 s): the "0" counts from T0 at the latest, so the 60 s stop
+# has fired site_link_down by the time the collector is back. offline_after_s = 10: far shorter than the outage
 # (60 s), so an engine that judged the blind spell's silence would call every device offline;
 # shorter than how long the Gate keeps the bridge out after T1 (OFFLINE_S + 2 s), so one that
 # did not hold the site while its link is "0" would too; long enough for the backlog to drain
 # after the "1" (about 2 s here).
+# The headquarters Segway's own window, 55 s: shorter than the outage, so an engine judging the
+# blind spell calls it offline while blind; longer than the test runs after T1 (about 30 s).
 OFFLINE_S = 10
+HQ_OFFLINE_S = 55
 ALERTS = f"""
 shifts = []
 
 [alerts.kinds.segway]
 offline_after_s = {OFFLINE_S}
+
+[alerts.devices.{HQ}]
+offline_after_s = {HQ_OFFLINE_S}
 """
 
 
@@ -291,6 +304,29 @@ class Agent:
         self._undo()
 
 
+class LinkReads:
+    """Each state of the site's link the engine was given, and when: before the collector's
+    blind spell ("before"), during it ("blind": read before T0, judged after) or after T1."""
+
+    def __init__(self, collector: Collector) -> None:
+        assert collector.alerts is not None
+        engine = collector.alerts.engine
+        self.reads: list[tuple[bool, str]] = []
+        given = engine.agent_availability  # EngineProbe's, which calls the real one
+
+        def agent_availability(
+            site: str, agent: str, online: bool, now_ms: int, rule: Rule = Rule.AGENT_DOWN
+        ) -> list[AlertEvent]:
+            if rule is Rule.SITE_LINK_DOWN:
+                # On the alert thread, which also applies the connection changes: in order.
+                c = engine.counters
+                phase = "before" if not c.blind_spells else "after" if c.blind_ms else "blind"
+                self.reads.append((online, phase))
+            return given(site, agent, online, now_ms, rule)
+
+        engine.agent_availability = agent_availability  # type: ignore[method-assign]
+
+
 def stored(influx: InfluxServer, db: str) -> list[tuple[str, int]]:
     """The first READINGS readings stored (the ones the agent sends after them are not)."""
     last = READINGS // len(DEVICES)
@@ -313,6 +349,7 @@ def test_the_central_broker_stopped_for_60_s_loses_nothing_and_raises_one_link_a
     collector = Collector(site.collector_settings)
     assert collector.alerts is not None
     engine = EngineProbe(collector)  # records what the real engine was given and decided
+    link_reads = LinkReads(collector)
     undo = collector.start()
     agent: Agent | None = None
     probes: list[Probe] = []
@@ -332,6 +369,14 @@ def test_the_central_broker_stopped_for_60_s_loses_nothing_and_raises_one_link_a
             message="readings flowing to the centre before the outage",
         )
 
+        hq = site.probe("central", HQ_AGENT)  # heard once, just before the stop
+        probes.append(hq)
+        assert not hq.connect().is_failure
+        hq_ts = int(time.time() * 1000)
+        topic = wire.telemetry_topic("fleet", HQ_SITE, "segway", HQ)
+        assert hq.publish(topic, telemetry(HQ, 1, hq_ts)) == 0
+        engine.wait_observed(HQ, hq_ts, timeout=20)
+
         site.central.stop()
         site.gate.is_open.clear()  # and the bridge stays out until the test says (below)
         down_at = time.monotonic()
@@ -345,11 +390,13 @@ def test_the_central_broker_stopped_for_60_s_loses_nothing_and_raises_one_link_a
         held = agent.sent - len(stored(influx, tmp_db))
         assert held >= OUTAGE_S / PERIOD_S * 0.8, (held, agent.sent)
 
-        engine.wait_agent(SITE, False, timeout=30)  # the bridge's "0", read after the restart
+        wait_until(lambda: collector.link.connected, timeout=30, message="collector back")
+        t1_ms = int(time.time() * 1000)  # the collector's clock, just after T1
+        # The bridge's "0", read after the restart (retained and queued at the centre).
+        wait_until(lambda: (False, "after") in link_reads.reads, timeout=30, message="0 after T1")
         seen_down = time.monotonic()
-        seen_down_ms = int(time.time() * 1000)  # the collector's clock
-        # Counted from T0 (the collector's own loss of its broker, over 60 s ago): it fires now,
-        # with the default 60 s hold-down, while the bridge is still out.
+        # Counted from T0 (or, read before T0 as the centre stopped, from then): with the
+        # default 60 s hold-down it has fired by now, while the bridge is still out.
         wait_until(
             lambda: [e.action for e in engine.events if e.alert.rule == Rule.SITE_LINK_DOWN],
             timeout=10,
@@ -361,7 +408,7 @@ def test_the_central_broker_stopped_for_60_s_loses_nothing_and_raises_one_link_a
         assert ops.publish(LINK_ACK, b"duty officer") == 0
         # The link stays down for longer than the offline window after the collector sees
         # again: only the link's hold keeps the site's devices from being called offline now.
-        engine.wait_tick(seen_down_ms + (OFFLINE_S + 2) * 1000, timeout=OFFLINE_S + 20)
+        engine.wait_tick(t1_ms + (OFFLINE_S + 2) * 1000, timeout=OFFLINE_S + 20)
         with engine._lock:
             early = [(e.action, e.alert.device, e.alert.rule) for e in engine.events]
         assert early == [(Action.FIRE, SITE, Rule.SITE_LINK_DOWN)], early
@@ -410,7 +457,8 @@ def test_the_central_broker_stopped_for_60_s_loses_nothing_and_raises_one_link_a
         assert rules == {(SITE, str(Rule.SITE_LINK_DOWN))}, rules  # no offline, no agent_down
         print(
             f"outage {outage:.1f} s; link seen down {link_down_s:.1f} s after the restart; "
-            f"{READINGS} readings stored once"
+            f"{READINGS} readings stored once; the link's states as the engine read them: "
+            f"{link_reads.reads}"
         )
     finally:
         for p in probes:
