@@ -7,15 +7,50 @@ must not pull in bleak or pyserial (the collector reads the same settings).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fleet.drivers.base import DriverConfig
 
 ModelName = Literal["es", "max", "m365", "m365_pro"]
 # A BLE MAC address, or the UUID macOS gives a peripheral instead.
 ADDRESS_PATTERN = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$"
+
+
+def _idle_interval(default: float) -> Any:
+    return Field(
+        default,
+        gt=0,
+        le=3600,
+        description="Seconds between poll cycles while the last reading said standing "
+        "(idle); the longest a scooter ridden away goes unseen. A default below "
+        "poll_interval_s is raised to it; a value set below it is refused.",
+    )
+
+
+def _charging_interval(default: float) -> Any:
+    return Field(
+        default,
+        gt=0,
+        le=3600,
+        description="Seconds between poll cycles while the last reading said charging "
+        "(or charger plugged); the longest an unplugged scooter goes unseen. A default "
+        "below poll_interval_s is raised to it; a value set below it is refused.",
+    )
+
+
+def _check_slow_intervals(config: NinebotSerialConfig | NinebotBleConfig) -> None:
+    # Set below the fast interval is a mix-up worth a clear refusal (the keys read
+    # alike); a default below it (poll_interval_s = 30) just follows it.
+    for name in ("idle_poll_interval_s", "charging_poll_interval_s"):
+        if name in config.model_fields_set and getattr(config, name) < config.poll_interval_s:
+            raise ValueError(
+                f"{name} ({getattr(config, name)}) is below poll_interval_s "
+                f"({config.poll_interval_s}): a standing or charging scooter is polled "
+                "at most as often as a moving one"
+            )
 
 
 class NinebotSerialConfig(DriverConfig):
@@ -35,8 +70,14 @@ class NinebotSerialConfig(DriverConfig):
         "(es, max: Ninebot 0.1 km/h; m365, m365_pro: Xiaomi m/h).",
     )
     poll_interval_s: float = Field(
-        1.0, gt=0, le=3600, description="Seconds between the starts of two poll cycles."
+        1.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the starts of two poll cycles while the scooter moves, "
+        "is faulted, or did not answer the last poll.",
     )
+    idle_poll_interval_s: float = _idle_interval(10.0)
+    charging_poll_interval_s: float = _charging_interval(10.0)
     response_timeout_s: float = Field(
         0.3, gt=0, le=10, description="How long to wait for each register reply."
     )
@@ -50,9 +91,14 @@ class NinebotSerialConfig(DriverConfig):
         60.0, gt=0, le=3600, description="Longest wait between attempts to reopen the port."
     )
 
+    @model_validator(mode="after")
+    def _slow_intervals_are_slow(self) -> NinebotSerialConfig:
+        _check_slow_intervals(self)
+        return self
+
 
 class NinebotBleConfig(DriverConfig):
-    """A Ninebot / Xiaomi scooter reached over BLE (plaintext firmware only)."""
+    """A Ninebot / Xiaomi scooter reached over BLE (plaintext or NinebotCrypto firmware)."""
 
     renamed_keys: ClassVar[Mapping[str, str]] = {
         "reconnect_backoff_s": "reconnect_backoff_initial_s",
@@ -69,8 +115,15 @@ class NinebotBleConfig(DriverConfig):
         "(es, max: Ninebot 0.1 km/h; m365, m365_pro: Xiaomi m/h).",
     )
     poll_interval_s: float = Field(
-        5.0, gt=0, le=3600, description="Seconds between the starts of two poll cycles."
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the starts of two poll cycles while the scooter moves, "
+        "is faulted, or did not answer the last poll.",
     )
+    # Slower than a serial tap's: every exchange over BLE costs the scooter's radio too.
+    idle_poll_interval_s: float = _idle_interval(30.0)
+    charging_poll_interval_s: float = _charging_interval(30.0)
     response_timeout_s: float = Field(
         1.0, gt=0, le=30, description="How long to wait for each register reply."
     )
@@ -88,8 +141,34 @@ class NinebotBleConfig(DriverConfig):
         120.0, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )
     encrypted_backoff_initial_s: float = Field(
-        60.0, gt=0, le=3600, description="First wait before re-probing an encrypted scooter."
+        60.0,
+        gt=0,
+        le=3600,
+        description="First wait before trying again a scooter whose encryption is not "
+        "supported or that was not paired (nobody pressed the power button).",
     )
     encrypted_backoff_max_s: float = Field(
-        600.0, gt=0, le=86400, description="Longest wait between probes of an encrypted scooter."
+        600.0,
+        gt=0,
+        le=86400,
+        description="Longest wait between tries of an unsupported or unpaired scooter.",
     )
+    key_dir: Path = Field(
+        Path("/var/lib/fleet/ninebot-keys"),
+        description="Directory of the app keys of paired NinebotCrypto scooters (one 0600 "
+        "file per scooter; created 0700), so each pairs once.",
+    )
+    pair_interval_s: float = Field(
+        1.0, gt=0, le=10, description="Seconds between two app-key offers (5C) while pairing."
+    )
+    pair_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=600,
+        description="How long one pairing waits for the power button before backing off.",
+    )
+
+    @model_validator(mode="after")
+    def _slow_intervals_are_slow(self) -> NinebotBleConfig:
+        _check_slow_intervals(self)
+        return self

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fleet.drivers.ninebot.frames import Frame, Framing, encode
 from fleet.drivers.ninebot.registers import ModelProfile, Target
+from fleet.drivers.readings import State
 
 READ = 0x01
 NINEBOT_READ_REPLY = 0x04  # Xiaomi answers a read with 0x01 again
@@ -27,7 +28,10 @@ HOST_SERIAL = 0x3D
 HOST_BLE = 0x3E
 
 _XIAOMI_REPLY_OFFSET = 3  # master->ESC 0x20 is answered from ESC->master 0x23
-_MAX_READ_BYTES = 0x40  # the longest read the apps issue is 32 bytes; leave headroom
+# The longest read documented (protocols.md §1.4-§1.6: the apps' quick block, a BMS tool's
+# 0x10 / 0x30 / 0x40 blocks) is 32 bytes; 64 fits both framings' length byte. A unit that
+# does not answer a longer read is asked its `split` reads instead (below).
+_MAX_READ_BYTES = 0x40
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,9 @@ class ReadRequest:
     reg: int
     nbytes: int
     every: int = 1  # sent on cycles where cycle % every == 0
+    # The documented smaller reads covering what this one reads, for a unit that leaves
+    # it unanswered (a longer read than any public capture shows: see SCHEDULE).
+    split: tuple[ReadRequest, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.reg <= 0xFF or not 2 <= self.nbytes <= _MAX_READ_BYTES:
@@ -48,16 +55,37 @@ class ReadRequest:
             raise ValueError(f"read {self.reg:#x}..{last:#x} touches lock/power/config registers")
         if self.every < 1:
             raise ValueError("every must be >= 1")
+        for part in self.split:
+            if part.target != self.target or part.split:
+                raise ValueError("a split read is a plain read of the same unit")
+
+    @property
+    def last_reg(self) -> int:
+        return self.reg + self.nbytes // 2 - 1
 
 
-# Quick block, range, BMS status block each cycle; firmware and cells less often.
+# Two exchanges a cycle (one per unit: the bus is half-duplex, and every exchange is a
+# write, a wake-up and a reply to parse), a third every 10th cycle.
 SCHEDULE: tuple[ReadRequest, ...] = (
     ReadRequest(Target.ESC, 0xB0, 32),  # error, alarm, state bits, %, speed, odometer, trip, temp
-    # Remaining range moves slowly: every 10th cycle keeps it fresh at a third less traffic.
-    ReadRequest(Target.ESC, 0x24, 4, every=10),  # actual and predicted remaining range
-    ReadRequest(Target.BMS, 0x30, 24),  # status bits, mAh, %, current, voltage, temps ... health
-    ReadRequest(Target.BMS, 0x40, 32, every=10),  # cell voltages 1-16
-    ReadRequest(Target.ESC, 0x1A, 2, every=60),  # firmware version
+    # Firmware (0x1A) through remaining range (0x24, 0x25) in one documented-size read:
+    # both move slowly, so every 10th cycle keeps them fresh.
+    ReadRequest(
+        Target.ESC,
+        0x1A,
+        24,
+        every=10,
+        split=(ReadRequest(Target.ESC, 0x24, 4), ReadRequest(Target.ESC, 0x1A, 2, every=6)),
+    ),
+    # Status block and cell voltages (0x30-0x4F) in one 64-byte read: inferred, no public
+    # capture reads more than 32 bytes at once; a BMS that stays silent to it is asked the
+    # two documented blocks instead (status every cycle, cells every 10th).
+    ReadRequest(
+        Target.BMS,
+        0x30,
+        64,
+        split=(ReadRequest(Target.BMS, 0x30, 24), ReadRequest(Target.BMS, 0x40, 32, every=10)),
+    ),
 )
 
 
@@ -65,6 +93,44 @@ def requests_for_cycle(
     cycle: int, schedule: tuple[ReadRequest, ...] = SCHEDULE
 ) -> list[ReadRequest]:
     return [r for r in schedule if cycle % r.every == 0]
+
+
+def split_schedule(
+    schedule: tuple[ReadRequest, ...] = SCHEDULE, only: ReadRequest | None = None
+) -> tuple[ReadRequest, ...]:
+    """`schedule` with its combined reads (or just `only`) replaced by their smaller reads.
+
+    A split read keeps the combined read's rhythm: its own `every` counts the
+    combined read's turns (the cells of a combined read asked every cycle go
+    every 10th cycle; the firmware of one asked every 10th, every 60th), so the
+    split schedule is exactly the one of the documented read sizes.
+    """
+    out: list[ReadRequest] = []
+    for req in schedule:
+        if not req.split or (only is not None and req != only):
+            out.append(req)
+            continue
+        out.extend(
+            ReadRequest(p.target, p.reg, p.nbytes, every=req.every * p.every) for p in req.split
+        )
+    return tuple(out)
+
+
+def poll_interval(
+    state: State | None, *, riding_s: float, idle_s: float, charging_s: float
+) -> float:
+    """Seconds to the next poll cycle after a reading in `state` (None: nothing answered).
+
+    Fast while the scooter moves, is faulted, or its state is unknown (an unanswered
+    poll must be followed up quickly to see it go offline); slow while it stands or
+    charges, where one slow interval is the longest a change (ridden away, unplugged)
+    goes unseen. Never slower than the fast interval is fast.
+    """
+    if state in (State.IDLE, State.DOCKED, State.OFF):
+        return max(idle_s, riding_s)
+    if state is State.CHARGING:
+        return max(charging_s, riding_s)
+    return riding_s
 
 
 def encode_read(req: ReadRequest, model: ModelProfile, host: int) -> bytes:

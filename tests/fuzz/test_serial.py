@@ -140,6 +140,8 @@ def config(scooter: PtyScooter, device: str) -> NinebotSerialConfig:
         port=str(scooter.port),
         model=scooter.emulator.state.model,
         poll_interval_s=0.001,
+        idle_poll_interval_s=0.001,  # random words say idle or charging: no slower there
+        charging_poll_interval_s=0.001,
         response_timeout_s=0.02,  # silence and swallowed replies cost this each
         offline_after_misses=3,
         reopen_backoff_initial_s=0.01,

@@ -131,6 +131,9 @@ class NinebotEmulator:
         self.state = state or ScooterState()
         self.requests: list[Request] = []
         self.silent = False  # the data wire is disconnected: requests get no answer
+        # Reads longer than this get no answer, as a unit with a smaller reply buffer
+        # might do (the public notes show no read over 32 bytes); None: any length.
+        self.max_read_bytes: int | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
 
@@ -178,6 +181,8 @@ class NinebotEmulator:
             return b""  # a real scooter would act on writes; this one only records them
         words = {ESC: self.state.esc_words, BMS: self.state.bms_words}.get(req.target)
         if words is None:
+            return b""
+        if self.max_read_bytes is not None and req.payload[0] > self.max_read_bytes:
             return b""
         table = words()
         nwords = req.payload[0] // 2

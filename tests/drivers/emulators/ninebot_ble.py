@@ -6,9 +6,12 @@ advertises every powered scooter a few times a second, the client exposes the
 Nordic UART service, feeds written chunks to the scooter's `NinebotEmulator`
 and notifies the reply bytes in 20-byte pieces, as a real scooter does.
 
-A scooter can be made `encrypted` (replies reshaped into the NinebotCrypto
-layout: `5A A5 L` in clear, scrambled body, 4-byte MAC and 2-byte counter, no
-plain checksum), can `drop()` its link, or be switched off (`advertising`).
+A scooter can be made `encrypted`: it then speaks NinebotCrypto through its
+`crypto` (`CryptoScooter`, ninebot_crypto.py): no answer to plaintext (or, with
+`plaintext_reply`, an encrypted-looking one), the handshake with a power-button
+press, a MAC check on every frame. `gen3` gives it the Segway Encryption2 GATT
+service instead of the Nordic UART one; `gen3_frames` makes it answer on the NUS
+with `5A B5` frames. It can `drop()` its link, or be switched off (`advertising`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 
-from tests.drivers.emulators.ninebot import NinebotEmulator, ScooterState
+from tests.drivers.emulators.ninebot import NinebotEmulator, ScooterState, ninebot_frame
+from tests.drivers.emulators.ninebot_crypto import CryptoScooter
 
 NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
+GEN3_SERVICE = "6e400001-0000-0000-006e-696e65626f74"
+GEN3_WRITE = "6e400002-0000-0000-006e-696e65626f74"
+GEN3_NOTIFY = "6e400004-0000-0000-006e-696e65626f74"
 NINEBOT_COMPANY_ID = 0x424E
 ADVERT_PERIOD_S = 0.02
 NOTIFY_CHUNK = 20
@@ -53,11 +60,18 @@ class FakeScooter:
     rssi: int = -61
     advertising: bool = True
     encrypted: bool = False
+    plaintext_reply: bool = False  # encrypted, yet answers plaintext with encrypted noise
+    gen3: bool = False
+    gen3_frames: bool = False
+    crypto: CryptoScooter = field(init=False)
     refuse_connect: bool = False
     connections: int = 0
     attempts: list[float] = field(default_factory=list)  # monotonic time of each connect()
     max_write_len: int = 0
     client: FakeClientBackend | None = None
+
+    def __post_init__(self) -> None:
+        self.crypto = CryptoScooter(self.name, self.emulator)
 
     def drop(self) -> None:
         """The radio link breaks (scooter rode out of range)."""
@@ -151,16 +165,18 @@ class FakeClientBackend(BaseBleakClient):
         if sc.refuse_connect or not sc.advertising:
             raise BleakError(f"Device with address {self.address} was not found")
         services = BleakGATTServiceCollection()
-        svc = BleakGATTService(None, 1, NUS_SERVICE)
+        svc = BleakGATTService(None, 1, GEN3_SERVICE if sc.gen3 else NUS_SERVICE)
         services.add_service(svc)
         rx_props: list[CharacteristicPropertyName] = ["write-without-response", "write"]
         tx_props: list[CharacteristicPropertyName] = ["notify"]
-        for handle, uuid, props in ((2, NUS_RX, rx_props), (4, NUS_TX, tx_props)):
+        rx, tx = (GEN3_WRITE, GEN3_NOTIFY) if sc.gen3 else (NUS_RX, NUS_TX)
+        for handle, uuid, props in ((2, rx, rx_props), (4, tx, tx_props)):
             services.add_characteristic(
                 BleakGATTCharacteristic(None, handle, uuid, props, lambda: NOTIFY_CHUNK, svc)
             )
         self.services = services
         self._connected = True
+        sc.crypto.reset()
         sc.connections += 1
         sc.client = self
 
@@ -203,16 +219,25 @@ class FakeClientBackend(BaseBleakClient):
             raise BleakError(f"write to {characteristic.uuid}")
         sc = self.scooter
         sc.max_write_len = max(sc.max_write_len, len(data))
-        reply = sc.emulator.feed(bytes(data))
+        reply = self._reply(sc, bytes(data))
         if not reply:
             return
-        if sc.encrypted:
-            self._counter += 1
-            reply = crypto_shaped(reply, self._counter)
         loop = asyncio.get_running_loop()
         # Notifications arrive later, on the loop, in pieces: never inside the write.
         for i in range(0, len(reply), NOTIFY_CHUNK):
             loop.call_soon(self._deliver, bytearray(reply[i : i + NOTIFY_CHUNK]))
+
+    def _reply(self, sc: FakeScooter, data: bytes) -> bytes:
+        if sc.gen3_frames:
+            return b"\x5a\xb5\x00\x3e\x21\x5b\x00" + bytes(6)
+        if not sc.encrypted:
+            return sc.emulator.feed(data)
+        refused = sc.crypto.stats.plaintext_refused
+        reply = sc.crypto.feed(data)
+        if sc.plaintext_reply and sc.crypto.stats.plaintext_refused > refused:
+            self._counter += 1
+            return crypto_shaped(ninebot_frame(0x20, 0x3E, 0x04, 0x1A, b"\x39\x01"), self._counter)
+        return reply
 
     def _deliver(self, chunk: bytearray) -> None:
         if self._connected and self._notify is not None:

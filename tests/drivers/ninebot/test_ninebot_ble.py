@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from fleet.drivers.ninebot.ble import ENCRYPTED_DETAIL, NinebotBle
+from fleet.drivers.ninebot.ble import PRESS_BUTTON_DETAIL, NinebotBle
 from fleet.drivers.ninebot.config import NinebotBleConfig
 from fleet.drivers.readings import State
 from tests.drivers.emulators.ninebot import ScooterState
@@ -33,6 +32,8 @@ def config(**kw) -> NinebotBleConfig:
         "reconnect_backoff_max_s": 0.4,
         "encrypted_backoff_initial_s": 0.1,
         "encrypted_backoff_max_s": 0.4,
+        "pair_interval_s": 0.05,
+        "key_dir": "/nonexistent/fleet-test-keys",  # a test that pairs passes its tmp_path
     }
     base.update(kw)
     return NinebotBleConfig.model_validate(base)
@@ -150,44 +151,32 @@ async def test_silent_scooter_is_reported_and_reconnected():
         await until(lambda: sink.online(DEVICE) is True, message="online")
 
 
-async def test_encrypted_scooter_offline_with_clear_detail_logged_once_bounded(caplog):
-    air = Air()
-    sc = air.add(ADDRESS, encrypted=True)
-    sink = RecordingSink()
-    caplog.set_level(logging.DEBUG, logger="fleet.drivers.ninebot.ble")
-    async with running(air, sink, encrypted_backoff_initial_s=0.1, encrypted_backoff_max_s=0.2):
-        await until(lambda: sink.online(DEVICE) is False, message="offline")
-        assert sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await until(lambda: len(sc.attempts) >= 4, within=5, message="re-probes")
-        elapsed = loop.time() - start
-    assert sink.readings == []
-    assert all(not online for _, online, _ in sink.availability_log)
-    # backoff 0.1, 0.2, 0.2 ...: a handful of probes, not a spin
-    gaps = [b - a for a, b in itertools.pairwise(sc.attempts)]
-    assert min(gaps) >= 0.1
-    assert elapsed >= 0.3
-    warnings = [
-        r for r in caplog.records if r.levelno >= logging.WARNING and "encrypted" in r.message
-    ]
-    assert len(warnings) == 1
-    assert "use the serial link" in warnings[0].message
-    # the same availability is not repeated on every probe
-    assert sink.availability_log.count((DEVICE, False, ENCRYPTED_DETAIL)) == 1
-
-
-async def test_scooter_that_turns_encrypted_after_a_firmware_update():
+@pytest.mark.parametrize("noisy", [False, True], ids=["silent", "answers-encrypted"])
+async def test_scooter_that_turns_encrypted_after_a_firmware_update_is_paired(tmp_path, noisy):
+    # Unsupported encryption (Segway Encryption2, 5A B5) and the pairing itself are in
+    # test_ninebot_crypto_ble.py; here, the switch from a plaintext link to an encrypted one.
     air = Air()
     sc = air.add(ADDRESS)
+    sc.crypto.press_after = 2
     sink = RecordingSink()
-    async with running(air, sink):
+    async with running(air, sink, key_dir=str(tmp_path)):
         await until(lambda: sink.online(DEVICE) is True, message="online")
         sc.encrypted = True
+        if noisy:  # on the same link: the next plaintext read gets an encrypted reply
+            sc.plaintext_reply = True
+        else:  # a firmware update restarts the BLE board
+            sc.drop()
         await until(
-            lambda: sink.availability_log[-1] == (DEVICE, False, ENCRYPTED_DETAIL),
-            message="encrypted",
+            lambda: (DEVICE, False, PRESS_BUTTON_DETAIL) in sink.availability_log,
+            message="wants the button",
         )
+        count = len(sink.readings)
+        await until(lambda: len(sink.readings) > count, within=10, message="readings again")
+    assert sc.crypto.stats.presses == 1
+    assert sink.online(DEVICE) is True
+    assert sc.emulator.writes() == []
+    why = "the scooter answers encrypted now: reconnecting" if noisy else "disconnected"
+    assert (DEVICE, False, why) in sink.availability_log
 
 
 async def test_no_bluetooth_stack_is_reported_not_raised():
@@ -202,3 +191,47 @@ async def test_no_bluetooth_stack_is_reported_not_raised():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_charging_scooter_is_polled_at_the_charging_interval(monkeypatch):
+    """The state of each reading picks the next poll's interval (poll.poll_interval, whose
+    arithmetic tests/drivers/ninebot/test_ninebot_poll_policy.py checks); an unanswered poll
+    goes back to the fast one."""
+    import fleet.drivers.ninebot.ble as ble
+    from fleet.drivers.ninebot.poll import poll_interval
+
+    chosen: list[tuple[State | None, float]] = []
+
+    def spy(state: State | None, **intervals: float) -> float:
+        chosen.append((state, poll_interval(state, **intervals)))
+        return 0.05  # keep the test quick: what matters is what the driver asked for
+
+    monkeypatch.setattr(ble, "poll_interval", spy)
+    air = Air()
+    sc = air.add(ADDRESS, ScooterState(charging=True, charger_plugged=True, speed_kmh=0.0))
+    sink = RecordingSink()
+    async with running(air, sink, idle_poll_interval_s=40.0, charging_poll_interval_s=90.0):
+        await until(lambda: (State.CHARGING, 90.0) in chosen, message="charging interval")
+        sc.emulator.state.charging = sc.emulator.state.charger_plugged = False
+        await until(lambda: (State.IDLE, 40.0) in chosen, message="idle interval")
+    assert sink.readings[-1].status is not None
+    assert sink.readings[-1].status.state is State.IDLE
+
+
+def test_slow_ble_intervals_below_the_fast_one_are_refused():
+    with pytest.raises(
+        ValueError, match=r"charging_poll_interval_s \(2.0\) is below poll_interval_s"
+    ):
+        config(poll_interval_s=5.0, charging_poll_interval_s=2.0)
+    follows = config(poll_interval_s=60.0)  # the defaults (30 s) follow a slower fast interval
+    assert ble_intervals(follows) == (60.0, 60.0)
+
+
+def ble_intervals(c: NinebotBleConfig) -> tuple[float, float]:
+    from fleet.drivers.ninebot.poll import poll_interval
+
+    kw = {"riding_s": c.poll_interval_s, "idle_s": c.idle_poll_interval_s}
+    return (
+        poll_interval(State.IDLE, charging_s=c.charging_poll_interval_s, **kw),
+        poll_interval(State.CHARGING, charging_s=c.charging_poll_interval_s, **kw),
+    )

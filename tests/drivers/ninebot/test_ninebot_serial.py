@@ -34,6 +34,8 @@ def config(scooter: PtyScooter, **kw) -> NinebotSerialConfig:
         "port": str(scooter.port),
         "model": scooter.emulator.state.model,
         "poll_interval_s": 0.05,
+        "idle_poll_interval_s": 0.05,
+        "charging_poll_interval_s": 0.05,
         "response_timeout_s": 0.1,
         "offline_after_misses": 2,
         "reopen_backoff_initial_s": 0.05,
