@@ -34,7 +34,7 @@ _ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": 
 _ESCAPE_KEY = str.maketrans(
     {",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"}
 )
-_ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
+ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
@@ -121,8 +121,20 @@ def _subclass_value(key: str, value: object) -> str:
             raise _not_int64(key, value)
         return f"{value!s}i"
     if isinstance(value, str):
-        return f'"{str(value).translate(_ESCAPE_STRING)}"'
+        return f'"{str(value).translate(ESCAPE_STRING)}"'
     raise TypeError(f"field {key!r}: type {type(value).__name__} is not supported")
+
+
+def format_field(key: str, value: FieldValue) -> str:
+    """One ``key=value`` exactly as `format_line` writes it (its checks included)."""
+    return _field_key(key) + _subclass_value(key, value)
+
+
+def timestamp(ts_ms: int) -> str:
+    """The line's timestamp as `format_line` writes it, or ValueError as it raises."""
+    if type(ts_ms) is not int or not -_TS_MS_LIMIT <= ts_ms <= _TS_MS_LIMIT:
+        raise ValueError(f"timestamp {ts_ms!r} is not an int within InfluxDB's range in ms")
+    return str(ts_ms)
 
 
 def format_line(prefix: str, fields: Sequence[tuple[str, FieldValue | None]], ts_ms: int) -> str:
@@ -149,15 +161,13 @@ def format_line(prefix: str, fields: Sequence[tuple[str, FieldValue | None]], ts
         elif type(value) is bool:
             text = "true" if value else "false"
         elif type(value) is str:
-            text = f'"{value.translate(_ESCAPE_STRING)}"'
+            text = f'"{value.translate(ESCAPE_STRING)}"'
         else:
             text = _subclass_value(key, value)
         parts.append(_field_key(key) + text)
     if not parts:
         raise ValueError(f"point {prefix[:40]!r} has no field")
-    if type(ts_ms) is not int or not -_TS_MS_LIMIT <= ts_ms <= _TS_MS_LIMIT:
-        raise ValueError(f"timestamp {ts_ms!r} is not an int within InfluxDB's range in ms")
-    return f"{prefix} {','.join(parts)} {ts_ms}"
+    return f"{prefix} {','.join(parts)} {timestamp(ts_ms)}"
 
 
 def line(

@@ -11,9 +11,18 @@ sign-in (daemon/board/audit.py). The roll-up
 from __future__ import annotations
 
 import functools
-from operator import attrgetter
+import typing
+from collections.abc import Callable
+from typing import Any
 
-from fleet.daemon.collector.lineproto import FieldValue, format_line, series_key
+from fleet.daemon.collector.lineproto import (
+    ESCAPE_STRING,
+    FieldValue,
+    format_field,
+    format_line,
+    series_key,
+    timestamp,
+)
 from fleet.daemon.wire import DecodedReading
 from fleet.drivers.readings import GROUPS, field_names
 
@@ -22,11 +31,54 @@ MEASUREMENTS = tuple(GROUPS)  # battery, location, status: the groups' names
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     name: tuple(sorted([*field_names(group), "seq"])) for name, group in GROUPS.items()
 }
-# Hot path: per measurement, the group's values in GROUP_FIELDS order (seq left out) in one call,
-# and where seq goes among them.
-_NAMES = {m: tuple(n for n in names if n != "seq") for m, names in GROUP_FIELDS.items()}
-_VALUES = {m: attrgetter(*names) for m, names in _NAMES.items()}
-_SEQ_AT = {m: names.index("seq") for m, names in GROUP_FIELDS.items()}
+# The hot path: one function per measurement, generated from the group's field types, that
+# writes the line straight from the group's attributes - no (name, value) list, no type
+# dispatch for the types the contract guarantees. Anything else (a float field holding an
+# int in a hand-made reading, NaN) takes lineproto's general `format_field`, which keeps
+# Point's formatting and refuses what it refuses.
+_FLOAT = """    v = g.{name}
+    if v is not None:
+        if type(v) is float and (t := repr(v))[-1] not in "nf":
+            p.append("{name}=" + (t[:-2] if t.endswith(".0") else t))
+        else:
+            p.append(format_field("{name}", v))"""
+_INT = """    v = g.{name}
+    if v is not None:
+        p.append(f"{name}={{v}}i" if type(v) is int and -_I64 <= v < _I64 else format_field("{name}", v))"""
+_BOOL = """    v = g.{name}
+    if v is not None:
+        p.append(("{name}=true" if v else "{name}=false") if type(v) is bool else format_field("{name}", v))"""
+_STR = """    v = g.{name}
+    if v is not None:
+        p.append('{name}="' + str(v).translate(_ESC) + '"' if isinstance(v, str) else format_field("{name}", v))"""
+_SEQ = """    if seq is not None:
+        p.append(seq)"""
+_TEMPLATES: dict[object, str] = {float: _FLOAT, int: _INT, bool: _BOOL, str: _STR}
+
+
+def _template(hint: object) -> str:
+    base = next(a for a in (*typing.get_args(hint), hint) if a is not type(None))
+    if isinstance(base, type) and issubclass(base, str):  # State, a StrEnum: written as text
+        base = str
+    return _TEMPLATES[base]
+
+
+def _writer(measurement: str, group: type) -> Callable[[Any, str | None, str, str], str]:
+    hints = typing.get_type_hints(group)
+    body = [f"def write_{measurement}(g, seq, head, ts):", "    p = []"]
+    for name in GROUP_FIELDS[measurement]:
+        if format_field(name, 0) != f"{name}=0i":
+            raise ValueError(f"field {name!r} needs escaping: not generated")
+        body.append(_SEQ if name == "seq" else _template(hints[name]).format(name=name))
+    body += ["    if not p:", "        raise ValueError(f'point {head[:40]!r} has no field')"]
+    body.append("    return f\"{head} {','.join(p)} {ts}\"")
+    scope = {"format_field": format_field, "_ESC": ESCAPE_STRING, "_I64": 2**63}
+    exec("\n".join(body), scope)  # noqa: S102 - our own field names, checked above
+    return typing.cast("Callable[[Any, str | None, str, str], str]", scope[f"write_{measurement}"])
+
+
+_WRITERS = {m: _writer(m, group) for m, group in GROUPS.items()}
+_BATTERY, _LOCATION, _STATUS = (_WRITERS[m] for m in MEASUREMENTS)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -36,14 +88,18 @@ def _prefix(measurement: str, site: str, kind: str, device: str) -> str:
 
 def reading_lines(r: DecodedReading) -> list[str]:
     """One line per present group: tags site, kind, device; fields as in the JSON; seq; ms."""
+    if r.battery is None and r.location is None and r.status is None:
+        return []  # no point, so no timestamp to check (as format_line never saw one)
+    seq = None if r.seq is None else format_field("seq", r.seq)
+    ts = timestamp(r.ts_ms)
+    site, kind, device = r.site, r.kind, r.device
     lines = []
-    for measurement, group in zip(MEASUREMENTS, (r.battery, r.location, r.status), strict=True):
-        if group is not None:
-            fields: list[tuple[str, FieldValue | None]]
-            fields = list(zip(_NAMES[measurement], _VALUES[measurement](group), strict=True))
-            fields.insert(_SEQ_AT[measurement], ("seq", r.seq))
-            prefix = _prefix(measurement, r.site, r.kind, r.device)
-            lines.append(format_line(prefix, fields, r.ts_ms))
+    if r.battery is not None:
+        lines.append(_BATTERY(r.battery, seq, _prefix("battery", site, kind, device), ts))
+    if r.location is not None:
+        lines.append(_LOCATION(r.location, seq, _prefix("location", site, kind, device), ts))
+    if r.status is not None:
+        lines.append(_STATUS(r.status, seq, _prefix("status", site, kind, device), ts))
     return lines
 
 

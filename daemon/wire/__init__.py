@@ -10,7 +10,9 @@ reading is stored (InfluxDB measurements and line protocol) is the collector's b
 
 Modules: `topics` (building and parsing topics), `envelope` (the telemetry JSON and the
 decoded reading), `owntracks`, `reasons` (why a message is refused, the dead-letter payload),
-`decode` (the `Decoder`), `identity` (whose availability messages count). Everything public
+`decode` (the `Decoder`), `fast` (its msgspec fast path, generated from the contract: valid
+messages in one pass, everything else left to the pydantic models and their words),
+`identity` (whose availability messages count). Everything public
 is re-exported here: ``wire.Decoder(...)``.
 """
 

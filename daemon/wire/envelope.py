@@ -47,7 +47,7 @@ def from_ms(ts_ms: int) -> datetime:
     return _EPOCH + ts_ms * _MS
 
 
-def _parse_ts(value: object) -> datetime:
+def parse_ts(value: object) -> datetime:
     """ISO-8601 with a zone, or epoch seconds. A naive time is refused: whose clock is it?"""
     if isinstance(value, str):
         try:
@@ -71,13 +71,13 @@ def _format_ts(dt: datetime) -> str:
     return iso(to_ms(dt))
 
 
-Timestamp = Annotated[datetime, PlainValidator(_parse_ts), PlainSerializer(_format_ts)]
+Timestamp = Annotated[datetime, PlainValidator(parse_ts), PlainSerializer(_format_ts)]
 
 
 _G = TypeVar("_G", Battery | None, Status | None)
 
 
-def _not_empty(group: _G) -> _G:
+def not_empty(group: _G) -> _G:
     if group in EMPTY_GROUPS:
         raise PydanticCustomError("empty_group", "group is empty")
     return group
@@ -97,9 +97,9 @@ class Telemetry(BaseModel):
     device: str = Field(pattern=ID_PATTERN)
     seq: int | None = Field(None, ge=0, lt=2**63)
     ts: Timestamp
-    battery: Annotated[Battery | None, AfterValidator(_not_empty)] = None
+    battery: Annotated[Battery | None, AfterValidator(not_empty)] = None
     location: Location | None = None
-    status: Annotated[Status | None, AfterValidator(_not_empty)] = None
+    status: Annotated[Status | None, AfterValidator(not_empty)] = None
 
     @field_validator("schema_version")
     @classmethod

@@ -33,18 +33,27 @@ class OwnTracksLocation(BaseModel):
 
     def groups(self) -> tuple[Battery | None, Location]:
         """The contract's groups: already in range, so built without validating again."""
-        charging = None if self.bs is None else _CHARGING[self.bs]
-        battery = None
-        if self.batt is not None or charging is not None:
-            battery = Battery(pct=self.batt, charging=charging)
-        location = Location(
-            lat=self.lat,
-            lon=self.lon,
-            accuracy_m=self.acc,
-            speed_kmh=self.vel,
-            heading_deg=self.cog,
+        return owntracks_groups(
+            self.batt, self.bs, self.lat, self.lon, self.acc, self.vel, self.cog
         )
-        return battery, location
+
+
+def owntracks_groups(
+    batt: float | None,
+    bs: int | None,
+    lat: float,
+    lon: float,
+    acc: float | None,
+    vel: float | None,
+    cog: float | None,
+) -> tuple[Battery | None, Location]:
+    """The mapping to the contract's groups, shared by the pydantic and the msgspec path."""
+    charging = None if bs is None else _CHARGING[bs]
+    battery = None
+    if batt is not None or charging is not None:
+        battery = Battery(pct=batt, charging=charging)
+    location = Location(lat=lat, lon=lon, accuracy_m=acc, speed_kmh=vel, heading_deg=cog)
+    return battery, location
 
 
 # bs: 0 unknown, 1 unplugged, 2 charging, 3 full (still on the charger).
