@@ -7,7 +7,6 @@ flush what it can within its grace period, leaving the rest in the spool.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -132,8 +131,9 @@ class Collector:
                 on_spooled=self.writer.notify,
                 clock_ms=clock_ms,
             )
+        self._decoder = make_decoder(settings, clock_ms)
         self.ingest = Ingest(
-            decoder=make_decoder(settings, clock_ms),
+            decoder=self._decoder,
             spool=self.spool,
             publish=self.link.publish,
             ack=self.link.ack,
@@ -301,14 +301,10 @@ class Collector:
         return None if retention is None else self._clock_ms() - int(retention * 1000)
 
     def _site_of(self, source_topic: str) -> str:
-        """The message's own site when its topic names a valid one, else this site."""
-        site = self.settings.site.id
-        head = f"{self._prefix}/{wire.VERSION}/"
-        if source_topic.startswith(head):
-            candidate = source_topic[len(head) :].split("/", 1)[0]
-            with contextlib.suppress(ValueError):
-                site = wire.check_id("site", candidate)
-        return site
+        """The message's own site: its topic's, an OwnTracks phone's registry site (a
+        collector that owns only some sites may write only their dead letters), else
+        this site."""
+        return self._decoder.site_of(source_topic)
 
     def _deadletter_topic(self, source_topic: str) -> str:
         return wire.deadletter_topic(self._prefix, self._site_of(source_topic))

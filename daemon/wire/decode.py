@@ -75,9 +75,24 @@ class Decoder:
             return True
         if topic.startswith(self._head):
             return topic[len(self._head) :].split("/", 1)[0] in self._sites
+        return self._owntracks_site(topic) in self._sites
+
+    def site_of(self, topic: str) -> str:
+        """The site a message on `topic` is filed under (its dead letter's topic and store):
+        a telemetry topic's own site when it is a valid id, an OwnTracks pair's registry
+        site, else the default site."""
+        if topic.startswith(self._head):
+            candidate = topic[len(self._head) :].split("/", 1)[0]
+            try:
+                return check_id("site", candidate)
+            except ValueError:
+                return self._default_site
+        return self._owntracks_site(topic)
+
+    def _owntracks_site(self, topic: str) -> str:
         device = self._owntracks_map.get(topic.partition("/")[2])
         ref = self._registry.get(device) if device is not None else None
-        return (ref.site if ref is not None else self._default_site) in self._sites
+        return ref.site if ref is not None else self._default_site
 
     def decode(self, topic: str, payload: bytes) -> DecodedReading | None:
         if len(payload) > self._max_bytes:

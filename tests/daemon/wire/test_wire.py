@@ -502,3 +502,20 @@ def test_deadletter_payload_truncates_and_escapes():
 def test_deadletter_payload_of_a_small_message_is_whole():
     doc = json.loads(deadletter_payload(TOPIC, b"{}", Reason.SCHEMA, "d", NOW_MS))
     assert (doc["payload"], doc["payload_bytes"], doc["truncated"]) == ("{}", 2, False)
+
+
+@pytest.mark.parametrize(
+    ("topic", "site"),
+    [
+        ("fleet/v1/east/segway/sw-03/telemetry", "east"),  # the topic's own site
+        ("fleet/v1/no site!/segway/sw-03/telemetry", "hq"),  # not an id: the default
+        ("fleet/v1/", "hq"),
+        ("owntracks/alice/phone", "north"),  # the phone's registry site
+        ("owntracks/bob/phone", "hq"),  # a phone the registry does not name
+        ("something/else", "hq"),
+    ],
+)
+def test_a_message_is_filed_under_its_own_site(topic: str, site: str) -> None:
+    """Dead letters go to the message's site (a collector owning only some sites may write
+    only their dead-letter topics), whether or not its topic or payload is valid."""
+    assert make_decoder().site_of(topic) == site
