@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from fleet.daemon import wire
+from tests.harness.fleet import write_config
 from tests.harness.process import spawn, stop_process
 from tests.harness.servers import InfluxServer, MosquittoServer
 
@@ -74,38 +75,20 @@ def write_bench_config(
     client_id: str = "bench-collector",
     alerts: str = "",
 ) -> Path:
-    """The collector's config with production defaults (flush 1 s, fsync on, batch 5,000)
-    except where the bench needs otherwise: test servers, INFO logging."""
-    path = workdir / f"{client_id}.toml"
-    path.write_text(
-        f"""
-log_level = "INFO"
-
-[site]
-id = "allingtown"
-name = "Allingtown"
-
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "{client_id}"
-
-[influx]
-url = "{influx.url}"
-database = "{DATABASE}"
-
-[spool]
-path = "{workdir / (client_id + "-spool.sqlite")}"
-
-[alerts]
-state_path = "{workdir / (client_id + "-alerts.sqlite")}"
-{alerts}
-
-[http]
-bind = "127.0.0.1:0"
-"""
+    """The tests' collector config (tests/harness/fleet.py) with the collector's production
+    defaults (flush 1 s, fsync on, batch 5,000, INFO logging), its state files in a directory
+    of its own per client id."""
+    home = workdir / client_id
+    home.mkdir(parents=True, exist_ok=True)
+    return write_config(
+        home,
+        broker=broker,
+        influx=influx,
+        database=DATABASE,
+        client_id=client_id,
+        alerts=alerts,
+        production=True,
     )
-    return path
 
 
 def battery_count(influx: InfluxServer) -> int:
@@ -162,6 +145,12 @@ class CollectorProcess:
 
     def stop(self) -> int:
         return stop_process(self._proc, timeout=60)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every process) since boot."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 def rss_parts(pid: int) -> dict[str, float]:

@@ -28,15 +28,24 @@ def write_config(
     extra: str = "",
     alerts: str = "",
     client_id: str | None = None,
+    production: bool = False,
 ) -> Path:
     """A TOML config for a collector on the test servers.
 
-    `alerts` adds keys to the [alerts] table; `extra` appends whole sections.
+    `alerts` adds keys to the [alerts] table; `extra` appends whole sections. `production`
+    keeps the collector's own defaults (flush 1 s, backoff, stats every 10 s, INFO logging)
+    instead of the tests' quicker ones: what the benchmarks measure.
     """
     path = tmp_path / f"fleet-{next(_ids)}.toml"
+    quick = (
+        ""
+        if production
+        else "flush_interval_s = 0.2\nwrite_backoff_initial_s = 0.2\nwrite_backoff_max_s = 2.0"
+    )
+    collector = "" if production else "stats_interval_s = 1.0"
     path.write_text(
         f"""
-log_level = "DEBUG"
+log_level = "{"INFO" if production else "DEBUG"}"
 
 [site]
 id = "allingtown"
@@ -51,15 +60,13 @@ client_id = "{client_id or "collector-" + database}"
 url = "{influx.url}"
 database = "{database}"
 retention = "30d"
-flush_interval_s = 0.2
-write_backoff_initial_s = 0.2
-write_backoff_max_s = 2.0
+{quick}
 
 [spool]
 path = "{tmp_path / "spool.sqlite"}"
 
 [collector]
-stats_interval_s = 1.0
+{collector}
 
 [http]
 bind = "127.0.0.1:0"
