@@ -5,7 +5,8 @@ for `ARG = k` carries words k, k+1, ... (protocols.md §1.5). Replies are absorb
 into a `RegisterBank` as raw words, and every meaning (which word, signed or
 not, scale, offset, "not available" marker, plausible range) lives in the
 tables below, not in branches. Scales that differ between scooter families are
-named (`"speed"`, `"bms_current"`) and resolved through `MODELS`.
+named (`"speed"`, `"bms_current"`) and resolved through `MODELS`. How a `Field` is
+decoded (a plan worked out once per table and model) is `fields.py`.
 
 Decoding never raises: a missing word, a sentinel or an implausible value just
 leaves that field None.
@@ -13,10 +14,12 @@ leaves that field None.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum
 
+from fleet.drivers.ninebot.fields import Field, Kind, decode_fields
 from fleet.drivers.ninebot.frames import Framing
 from fleet.drivers.readings import Battery, Reading, State, Status, within
 
@@ -26,25 +29,6 @@ class Target(IntEnum):
 
     ESC = 0x20
     BMS = 0x22
-
-
-class Kind(Enum):
-    U16 = "u16"
-    I16 = "i16"
-    U32 = "u32"  # two words, low word first
-    LO_BYTE = "lo"
-    HI_BYTE = "hi"
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    name: str
-    reg: int
-    kind: Kind
-    scale: float | str = 1.0  # a str names a per-model scale in ModelProfile.scales
-    offset: float = 0.0
-    unavailable: int | None = None  # raw value the unit sends for "not available"
-    valid: tuple[float, float] | None = None  # decoded values outside this are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +109,8 @@ BMS_FIELDS: tuple[Field, ...] = (
     ),
 )
 
+_CELL_NAMES = tuple(f"cell{i + 1}_mv" for i in range(_CELL_COUNT))
+
 # Bit positions of the ESC boolean word (0x1D / 0xB2) and the BMS status word (0x30).
 ESC_STATE_BITS: Mapping[str, int] = {
     "speed_limited": 0,
@@ -152,50 +138,15 @@ class RegisterBank:
     def __init__(self) -> None:
         self.words: dict[int, int] = {}
 
-    def absorb(self, start_reg: int, payload: bytes) -> None:
+    def absorb(self, start_reg: int, payload: bytes | bytearray) -> None:
         """Store the words of a read reply that starts at `start_reg` (a trailing odd byte is ignored)."""
-        for i in range(len(payload) // 2):
-            self.words[start_reg + i] = payload[2 * i] | (payload[2 * i + 1] << 8)
+        n = len(payload) // 2
+        # One C call per reply, not a loop per word: two replies a second for each scooter.
+        words = struct.unpack_from(f"<{n}H", payload)  # little-endian on any host
+        self.words.update(zip(range(start_reg, start_reg + n), words, strict=True))
 
     def clear(self) -> None:
         self.words.clear()
-
-
-def _raw(field: Field, words: Mapping[int, int]) -> int | None:
-    w = words.get(field.reg)
-    if w is None:
-        return None
-    if field.kind is Kind.U16:
-        return w
-    if field.kind is Kind.I16:
-        return w - 0x10000 if w & 0x8000 else w
-    if field.kind is Kind.LO_BYTE:
-        return w & 0xFF
-    if field.kind is Kind.HI_BYTE:
-        return w >> 8
-    hi = words.get(field.reg + 1)
-    return None if hi is None else w | (hi << 16)
-
-
-def decode_fields(
-    fields: tuple[Field, ...], words: Mapping[int, int], scales: Mapping[str, float]
-) -> dict[str, float | int | None]:
-    """Every field of `fields` from `words`: scaled, offset, or None when absent/unavailable/implausible."""
-    out: dict[str, float | int | None] = {}
-    for f in fields:
-        raw = _raw(f, words)
-        if raw is None or (f.unavailable is not None and raw == f.unavailable):
-            out[f.name] = None
-            continue
-        scale = scales.get(f.scale, 1.0) if isinstance(f.scale, str) else f.scale
-        value: float | int = raw if scale == 1.0 and f.offset == 0 else raw * scale + f.offset
-        if isinstance(value, float):
-            value = round(value, 6)
-        if f.valid is not None and not f.valid[0] <= value <= f.valid[1]:
-            out[f.name] = None
-            continue
-        out[f.name] = value
-    return out
 
 
 def decode_bits(word: int | float | None, bits: Mapping[str, int]) -> dict[str, bool | None]:
@@ -283,7 +234,7 @@ def decode_esc(words: Mapping[int, int], model: ModelProfile) -> EscTelemetry:
 def decode_bms(words: Mapping[int, int], model: ModelProfile) -> BmsTelemetry:
     v = decode_fields(BMS_FIELDS, words, model.scales)
     bits = decode_bits(v["status_bits"], BMS_STATUS_BITS)
-    cells = tuple(c for i in range(_CELL_COUNT) if isinstance(c := v[f"cell{i + 1}_mv"], int))
+    cells = tuple(c for name in _CELL_NAMES if isinstance(c := v[name], int))
     return BmsTelemetry(
         remaining_mah=_int(v["remaining_mah"]),
         pct=_num(v["pct"]),
