@@ -72,11 +72,15 @@ class Clocks:
         self._settle_ms = settle_ms
         self.fleet_offset_ms = 0
         self._future: set[str] = set()
+        # Whether a device's offset changed since the median was last taken: the median of
+        # a thousand devices is not taken again every second when none of them moved.
+        self.stale = True
 
     def refresh_fleet(self, views: Iterable[DeviceView]) -> None:
         """The stand-in offset of devices that have none yet: the median of the others'."""
         offsets = [v.offset_ms for v in views if v.offset_ms is not None]
         self.fleet_offset_ms = round(statistics.median(offsets)) if offsets else 0
+        self.stale = False
 
     @staticmethod
     def is_newer(view: DeviceView, reading: DecodedReading) -> bool:
@@ -120,6 +124,7 @@ class Clocks:
                     "unknown" if view.offset_ms is None else f"{view.offset_ms / 1000:+.1f} s",
                 )
             view.offset_ms = run_min
+            self.stale = True
 
     def _note_future(self, device: str, future: bool, age_ms: int) -> None:
         if future and device not in self._future:

@@ -26,6 +26,9 @@ Decisions worth knowing (see also ``lifecycle`` for flapping and silences, and
   own lost MQTT connection holds everyone's (``offline``).
 - Every public call is serialised by one lock; the collector may call from its
   MQTT thread and its tick thread.
+- Cost: a batch of readings is one store transaction, committed before its events are
+  returned; a tick looks only at what can have changed (the firing and pending alerts, the
+  devices whose offline deadline is due: ``deadlines``), not at every device.
 """
 
 from __future__ import annotations
@@ -33,29 +36,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from fleet.config.alerts import AlertSettings, Limits, Rule
-from fleet.daemon.alerts import lifecycle, links, text
+from fleet.daemon.alerts import lifecycle, links, model, text
 from fleet.daemon.alerts.clock import Clocks
-from fleet.daemon.alerts.model import (
-    AlertEvent,
-    AlertRecord,
-    AlertSnapshot,
-    EngineCounters,
-    Silence,
-)
+from fleet.daemon.alerts.deadlines import OfflineDeadlines
+from fleet.daemon.alerts.model import AlertEvent, AlertRecord, AlertSnapshot, EngineCounters
 from fleet.daemon.alerts.offline import OfflineJudge
-from fleet.daemon.alerts.rules import (
-    DeviceView,
-    docked,
-    geofence_at,
-    hold_ms,
-    reading_verdicts,
-    silent_too_long,
-)
-from fleet.daemon.alerts.schedule import local_hhmm
+from fleet.daemon.alerts.rules import DeviceView, hold_ms, reading_verdicts, silent_too_long
+from fleet.daemon.alerts.silences import Silences
 from fleet.daemon.alerts.store import AlertStore
 from fleet.daemon.wire import DecodedReading
 
@@ -91,79 +82,120 @@ class AlertEngine:
         self._lock = threading.Lock()
         self._limits: dict[tuple[str, str], Limits] = {}
         self._records: dict[tuple[str, str], AlertRecord] = {}
+        # The firing and pending records (all a tick can change); records' and views' creation
+        # order (the order a tick goes through them).
+        self._active: dict[tuple[str, str], AlertRecord] = {}
+        self._rank: dict[tuple[str, str] | str, int] = {}
         self._views: dict[str, DeviceView] = {}
         self._judge = OfflineJudge(self.counters)  # agents, links, blind spells
+        self._deadlines = OfflineDeadlines(self._judge)
         self._availability: dict[str, tuple[bool, int]] = {}
-        self._silences: dict[int, Silence] = {}
+        self._silences = Silences(store)
         self._dirty_views: set[str] = set()
         self._store_failing = False
-        self._next_silence_id = 1
         if store is not None:
             self._load(store)
 
     def _load(self, store: AlertStore) -> None:
         for rec in store.load_records():
-            self._records[rec.key] = rec
+            self._add(rec)
             if rec.rule in links.HOLDING and rec.phase == "firing":
                 self._judge.restore_down(rec.site, rec.device, rec.rule)
-        self._views.update(store.load_views())
+        self._track(self._records.values())
+        for device, view in store.load_views().items():
+            self._add_view(device, view)
+            self._deadlines.schedule(device, view, self._offline_after_s(device, view))
         self._clocks.refresh_fleet(self._views.values())
-        for silence in store.load_silences():
-            self._silences[silence.id] = silence
-        self._next_silence_id = max(self._silences, default=0) + 1
-        firing = sum(rec.phase == "firing" for rec in self._records.values())
-        _LOG.info(
-            "alert state loaded: %d alerts firing, %d devices known", firing, len(self._views)
-        )
+        firing = sum(rec.phase == "firing" for rec in self._active.values())
+        _LOG.info("alert state loaded: %d firing, %d devices known", firing, len(self._views))
 
     # --- inputs ---------------------------------------------------------------------------------
 
     def observe(self, reading: DecodedReading, now_ms: int) -> list[AlertEvent]:
+        return self.observe_batch([reading], now_ms)
+
+    def observe_batch(
+        self,
+        readings: Sequence[DecodedReading],
+        now_ms: int,
+        on_error: Callable[[DecodedReading, Exception], None] | None = None,
+    ) -> list[AlertEvent]:
+        """Readings in arrival order, stored in one transaction before their events are
+        returned (an alert's state is on disk before anyone is told). A reading that fails goes
+        to `on_error` and costs only itself (its events are dropped, as a failed `observe`'s)."""
         with self._lock:
-            view = self._views.get(reading.device)
-            if view is not None and not self._clocks.is_newer(view, reading):
-                self.counters.late += 1
-                return []  # replayed or duplicate: never fires or resolves anything
-            if view is None:
-                view = self._views[reading.device] = DeviceView.of(reading)
-            else:
-                view.update(reading)
-            arrival = self._clocks.arrive(view, reading, now_ms)
-            self.counters.future += arrival.future
-            self.counters.buffered += not arrival.live
-            self._dirty_views.add(reading.device)
-            limits = self._limits_for(view.kind, reading.device)
             events: list[AlertEvent] = []
-            touched: list[AlertRecord] = []
-            offline = self._records.get((reading.device, Rule.OFFLINE))
-            if (
-                offline is not None
-                and offline.phase == "firing"
-                and not silent_too_long(view.last_heard_ms, now_ms, limits.offline_after_s)
-            ):
-                events.append(self._resolve(offline, None, now_ms))
-                touched.append(offline)
-            if arrival.live:
-                verdicts = reading_verdicts(view, limits, self._s.geofences)
-                for rule, (verdict, value) in verdicts.items():
-                    rec = self._records.get((reading.device, rule))
-                    if rec is None:
-                        if not verdict:
-                            continue
-                        rec = self._record(reading.device, rule, view.site, view.kind)
-                    todo = lifecycle.condition(rec, verdict, now_ms, hold_ms(rule, limits))
-                    if rec.phase == "firing" or rec.pending_since_ms is not None:
-                        rec.value = value
-                    touched.append(rec)
-                    if todo == "fire":
-                        events.append(self._fire(rec, value, now_ms))
-                    elif todo == "resolve":
-                        events.append(self._resolve(rec, value, now_ms))
-            # The device's view is written with any alert change, so that a restarted engine
-            # can word the messages of what it restored; otherwise it waits for the tick.
-            changed = events or any(r.pending_since_ms == now_ms for r in touched)
-            self._save(touched, [reading.device] if changed else [])
+            touched: dict[tuple[str, str], AlertRecord] = {}
+            changed: set[str] = set()
+            try:
+                for reading in readings:
+                    mine: list[AlertEvent] = []
+                    recs: list[AlertRecord] = []
+                    try:
+                        if self._observe(reading, now_ms, mine, recs):
+                            changed.add(reading.device)
+                        events.extend(mine)
+                    except Exception as exc:
+                        if on_error is None:
+                            raise
+                        on_error(reading, exc)
+                    finally:
+                        touched.update((rec.key, rec) for rec in recs)
+            finally:  # a record a failed reading changed is still the tick's to look at
+                self._track(touched.values())
+            self._save(touched.values(), changed)
             return events
+
+    def _observe(
+        self,
+        reading: DecodedReading,
+        now_ms: int,
+        events: list[AlertEvent],
+        touched: list[AlertRecord],
+    ) -> bool:
+        """One reading; True when its device's view is to be written with the batch."""
+        view = self._views.get(reading.device)
+        if view is not None and not self._clocks.is_newer(view, reading):
+            self.counters.late += 1
+            return False  # replayed or duplicate: never fires or resolves anything
+        if view is None:
+            view = self._add_view(reading.device, DeviceView.of(reading))
+        else:
+            view.update(reading)
+        arrival = self._clocks.arrive(view, reading, now_ms)
+        self.counters.future += arrival.future
+        self.counters.buffered += not arrival.live
+        self._dirty_views.add(reading.device)
+        limits = self._limits_for(view.kind, reading.device)
+        after_s = None if Rule.OFFLINE in limits.disabled else limits.offline_after_s
+        self._deadlines.schedule(reading.device, view, after_s)
+        offline = self._records.get((reading.device, Rule.OFFLINE))
+        if (
+            offline is not None
+            and offline.phase == "firing"
+            and not silent_too_long(view.last_heard_ms, now_ms, limits.offline_after_s)
+        ):
+            events.append(self._resolve(offline, None, now_ms))
+            touched.append(offline)
+        if arrival.live:
+            verdicts = reading_verdicts(view, limits, self._s.geofences)
+            for rule, (verdict, value) in verdicts.items():
+                rec = self._records.get((reading.device, rule))
+                if rec is None:
+                    if not verdict:
+                        continue
+                    rec = self._record(reading.device, rule, view.site, view.kind)
+                todo = lifecycle.condition(rec, verdict, now_ms, hold_ms(rule, limits))
+                if rec.phase == "firing" or rec.pending_since_ms is not None:
+                    rec.value = value
+                touched.append(rec)
+                if todo == "fire":
+                    events.append(self._fire(rec, value, now_ms))
+                elif todo == "resolve":
+                    events.append(self._resolve(rec, value, now_ms))
+        # The device's view is written with any alert change, so that a restarted engine
+        # can word the messages of what it restored; otherwise it waits for the tick.
+        return bool(events) or any(r.pending_since_ms == now_ms for r in touched)
 
     def device_availability(
         self, site: str, kind: str, device: str, online: bool, now_ms: int
@@ -193,6 +225,7 @@ class AlertEngine:
                 events.append(self._fire(rec, None, now_ms))
             elif todo == "resolve":
                 events.append(self._resolve(rec, None, now_ms))
+            self._track([rec])
             self._save([rec])
             return events
 
@@ -205,22 +238,16 @@ class AlertEngine:
         """Offline detection, `for` hold-downs, repeats, escalation; call about every second."""
         with self._lock:
             self._judge.start(now_ms)
-            self._clocks.refresh_fleet(self._views.values())
-            for sid in [sid for sid, s in self._silences.items() if s.until_ms <= now_ms]:
-                del self._silences[sid]
-                if self._store is not None:
-                    self._store.delete_silence(sid)
+            if self._clocks.stale:
+                self._clocks.refresh_fleet(self._views.values())
+            self._silences.expire(now_ms)
             events = self._offline(now_ms)
-            for rec in list(self._records.values()):
+            # Only firing and pending alerts change on a tick (an offline fire is firing now).
+            live = sorted(self._active.values(), key=lambda r: self._rank[r.key])
+            for rec in live:
                 if rec.phase != "firing" and lifecycle.pending_due(rec, now_ms, self._hold(rec)):
                     events.append(self._fire(rec, rec.value, now_ms))
                 events.extend(lifecycle.tick(rec, now_ms, self._t, self._silenced(rec, now_ms)))
-            # Only firing and pending alerts change on a tick (an offline fire is firing now).
-            live = [
-                r
-                for r in self._records.values()
-                if r.phase == "firing" or r.pending_since_ms is not None
-            ]
             self._save(live, self._dirty_views)
             return events
 
@@ -256,34 +283,18 @@ class AlertEngine:
         by: str,
         *,
         now_ms: int,
-    ) -> Silence:
+    ) -> model.Silence:
         """Mute notifications of matching alerts until ``until_ms`` ("in repair")."""
-        if device is None and rule is None:
-            raise ValueError("a silence names a device, a rule or both; muting all is refused")
-        if rule is not None and rule not in {str(r) for r in Rule}:
-            raise ValueError(f"unknown rule {rule!r}")
         with self._lock:
-            sid = self._next_silence_id
-            if self._store is not None:
-                sid = self._store.add_silence(device, rule, until_ms, reason, by, now_ms)
-            self._next_silence_id = sid + 1
-            silence = Silence(sid, device, rule, until_ms, reason, by, now_ms)
-            self._silences[sid] = silence
-            return silence
+            return self._silences.add(device, rule, until_ms, reason, by, now_ms)
 
     def unsilence(self, silence_id: int) -> bool:
         with self._lock:
-            if self._silences.pop(silence_id, None) is None:
-                return False
-            if self._store is not None:
-                self._store.delete_silence(silence_id)
-            return True
+            return self._silences.remove(silence_id)
 
-    def silences(self, now_ms: int) -> list[Silence]:
+    def silences(self, now_ms: int) -> list[model.Silence]:
         with self._lock:
-            return sorted(
-                (s for s in self._silences.values() if s.until_ms > now_ms), key=lambda s: s.id
-            )
+            return self._silences.active(now_ms)
 
     def alerts(self, *, firing_only: bool = False) -> list[AlertSnapshot]:
         """Published alerts (firing, and resolved unless ``firing_only``)."""
@@ -298,13 +309,15 @@ class AlertEngine:
 
     def _offline(self, now_ms: int) -> list[AlertEvent]:
         events = []
-        for device in self._judge.silent(self._views, self._offline_after_s, now_ms):
+        silent = self._deadlines.silent(self._views, self._offline_after_s, now_ms)
+        for device in sorted(silent, key=self._rank.__getitem__):
             view = self._views[device]
             rec = self._records.get((device, Rule.OFFLINE))
             if rec is None:
                 rec = self._record(device, Rule.OFFLINE, view.site, view.kind)
             if rec.phase != "firing":
                 events.append(self._fire(rec, None, now_ms))
+                self._active[rec.key] = rec
         return events
 
     def _offline_after_s(self, device: str, view: DeviceView) -> float | None:
@@ -312,9 +325,25 @@ class AlertEngine:
         return None if Rule.OFFLINE in limits.disabled else limits.offline_after_s
 
     def _record(self, device: str, rule: Rule, site: str, kind: str) -> AlertRecord:
-        rec = AlertRecord(device, rule, site, kind, self._s.severity(rule))
+        return self._add(AlertRecord(device, rule, site, kind, self._s.severity(rule)))
+
+    def _add(self, rec: AlertRecord) -> AlertRecord:
+        self._rank.setdefault(rec.key, len(self._rank))
         self._records[rec.key] = rec
         return rec
+
+    def _add_view(self, device: str, view: DeviceView) -> DeviceView:
+        self._rank.setdefault(device, len(self._rank))
+        self._views[device] = view
+        return view
+
+    def _track(self, records: Iterable[AlertRecord]) -> None:
+        """Keep `_active` to the firing and pending records after a change to `records`."""
+        for rec in records:
+            if rec.phase == "firing" or rec.pending_since_ms is not None:
+                self._active[rec.key] = rec
+            else:
+                self._active.pop(rec.key, None)
 
     def _limits_for(self, kind: str, device: str) -> Limits:
         limits = self._limits.get((kind, device))
@@ -328,34 +357,12 @@ class AlertEngine:
         return hold_ms(rec.rule, self._limits_for(rec.kind, rec.device))
 
     def _silenced(self, rec: AlertRecord, now_ms: int) -> bool:
-        return any(
-            s.until_ms > now_ms and s.matches(rec.device, str(rec.rule))
-            for s in self._silences.values()
-        )
+        return self._silences.mute(rec, now_ms)
 
     def _facts(self, rec: AlertRecord, now_ms: int) -> text.Facts:
-        site = self._site_names.get(rec.site, rec.site)
-        name = self._device_names.get(rec.device)
         view = self._views.get(rec.device) if rec.kind not in links.HOLDER_KINDS else None
-        if view is None:
-            label = text.device_label(rec.kind, rec.device, name)
-            since = local_hhmm(rec.since_ms or now_ms, self._zone, now_ms)
-            held = since if rec.kind in links.HOLDER_KINDS else None
-            return text.Facts(label, site, last_seen=held)
-        fence = geofence_at(view, self._s.geofences)
-        return text.Facts(
-            device_label=text.device_label(rec.kind, rec.device, name),
-            site_label=site,
-            last_seen=local_hhmm(view.last_heard_ms, self._zone, now_ms),
-            pct=view.pct,
-            charging=view.is_charging,
-            temp_c=view.temp_c,
-            state=view.state,
-            error_code=view.error_code,
-            docked=docked(view, self._s.geofences),
-            place=None if fence is None else fence.name,
-            silent_s=(now_ms - view.last_heard_ms) / 1000,
-        )
+        site, name = self._site_names.get(rec.site, rec.site), self._device_names.get(rec.device)
+        return text.facts(rec, view, site, name, self._zone, self._s.geofences, now_ms)
 
     def _fire(self, rec: AlertRecord, value: float | None, now_ms: int) -> AlertEvent:
         message = text.fire_text(rec.rule, self._facts(rec, now_ms))

@@ -28,12 +28,11 @@ the first read after a spell.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 
 from fleet.config.alerts import Rule
 from fleet.daemon.alerts import links
 from fleet.daemon.alerts.model import EngineCounters
-from fleet.daemon.alerts.rules import DeviceView, silent_too_long
+from fleet.daemon.alerts.rules import DeviceView
 
 _LOG = logging.getLogger(__name__)
 
@@ -111,29 +110,16 @@ class OfflineJudge:
 
     # --- judging --------------------------------------------------------------------------------
 
-    def silent(
-        self,
-        views: Mapping[str, DeviceView],
-        offline_after_s: Callable[[str, DeviceView], float | None],
-        now_ms: int,
-    ) -> list[str]:
-        """The devices silent past their window (`offline_after_s`: None when not judged)."""
-        if self.blind_since_ms is not None:
-            return []  # blind: silence now is no evidence of anything
-        down_sites = {site for (site, _), online in self._holders.items() if not online}
+    def down_sites(self) -> set[str]:
+        """The sites whose agent or bridge link is down: their telemetry devices are held."""
+        return {site for (site, _), online in self._holders.items() if not online}
+
+    def heard_from(self, view: DeviceView, now_ms: int) -> int:
+        """When the device's silence counts from (module docstring): the latest of when it was
+        last heard, the first tick, the end of the last blind spell and, for a device fed
+        through an agent, its site's last holder return. (``deadlines`` judges with it.)"""
         floor = max(self.started_ms or now_ms, self._sight_back_ms or 0)
-        found = []
-        for device, view in views.items():
-            after_s = offline_after_s(device, view)
-            if after_s is None:
-                continue
-            through_agent = view.source == "telemetry"
-            heard = max(view.last_heard_ms, floor)
-            if through_agent:
-                heard = max(heard, self._back_ms.get(view.site, heard))
-            if not silent_too_long(heard, now_ms, after_s):
-                continue
-            if through_agent and view.site in down_sites:
-                continue  # inhibited by agent_down / site_link_down: one alert, not one per device
-            found.append(device)
-        return found
+        heard = max(view.last_heard_ms, floor)
+        if view.source == "telemetry":
+            heard = max(heard, self._back_ms.get(view.site, heard))
+        return heard

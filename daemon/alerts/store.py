@@ -3,7 +3,8 @@
 Active alerts must survive a collector restart: otherwise a restart re-fires
 what already fired and never sends the resolve of what was firing (Alertmanager's
 best-known complaint). Each record is one JSON row; only rows that changed since
-they were last written are written again, in one transaction per engine call.
+they were last written are written again, in one transaction per engine call (a
+batch of readings is one call: ``AlertEngine.observe_batch``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from fleet.config.alerts import Rule, Severity
 from fleet.daemon.alerts.model import AlertRecord, PendingDelivery, Silence
@@ -69,8 +72,13 @@ def _values(obj: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     return names, getter(obj)
 
 
+# msgspec writes the same compact JSON as json.dumps (json.loads reads it back) ~10x faster:
+# a tick at 1 Hz writes a row per device heard.
+_ENCODE = msgspec.json.Encoder().encode
+
+
 def _doc(names: tuple[str, ...], values: tuple[Any, ...]) -> str:
-    return json.dumps(dict(zip(names, values, strict=True)), separators=(",", ":"))
+    return _ENCODE(dict(zip(names, values, strict=True))).decode()
 
 
 class AlertStore:
@@ -175,8 +183,11 @@ class AlertStore:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
+                    by_sql: dict[str, list[tuple[str, ...]]] = {}
                     for sql, args, _ in rows.values():
-                        self._db.execute(sql, args)
+                        by_sql.setdefault(sql, []).append(args)
+                    for sql, many in by_sql.items():  # a tick writes a row per device heard
+                        self._db.executemany(sql, many)
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:

@@ -8,11 +8,15 @@ device ids such as sw-03). Times are local to the configured zone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from fleet.config.alerts import Rule
-from fleet.daemon.alerts.model import AlertSnapshot
-from fleet.daemon.alerts.schedule import iso_utc
+from fleet.config.alerts import Geofence, Rule
+from fleet.daemon.alerts.links import HOLDER_KINDS
+from fleet.daemon.alerts.model import AlertRecord, AlertSnapshot
+from fleet.daemon.alerts.rules import DeviceView, docked, geofence_at
+from fleet.daemon.alerts.schedule import iso_utc, local_hhmm
 
 DASH = " \u2013 "
 
@@ -32,6 +36,37 @@ class Facts:
     docked: bool | None = None
     place: str | None = None
     silent_s: float | None = None
+
+
+def facts(
+    rec: AlertRecord,
+    view: DeviceView | None,
+    site: str,
+    name: str | None,
+    zone: ZoneInfo,
+    geofences: Sequence[Geofence],
+    now_ms: int,
+) -> Facts:
+    """What the message of `rec` may say: from `view`, what is known of its device (None for
+    an agent or a site, or a device never heard), `site` and `name` as people know them."""
+    label = device_label(rec.kind, rec.device, name)
+    if view is None:
+        since = local_hhmm(rec.since_ms or now_ms, zone, now_ms)
+        return Facts(label, site, last_seen=since if rec.kind in HOLDER_KINDS else None)
+    fence = geofence_at(view, geofences)
+    return Facts(
+        device_label=label,
+        site_label=site,
+        last_seen=local_hhmm(view.last_heard_ms, zone, now_ms),
+        pct=view.pct,
+        charging=view.is_charging,
+        temp_c=view.temp_c,
+        state=view.state,
+        error_code=view.error_code,
+        docked=docked(view, geofences),
+        place=None if fence is None else fence.name,
+        silent_s=(now_ms - view.last_heard_ms) / 1000,
+    )
 
 
 def device_label(kind: str, device: str, name: str | None) -> str:

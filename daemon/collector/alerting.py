@@ -115,25 +115,20 @@ class AlertService:
     # --- called from other threads -----------------------------------------------------------
 
     def observe(self, readings: list[wire.DecodedReading]) -> None:
-        """Readings on disk, in arrival order: one hand-over per ingest batch."""
-        observe = self.engine.observe
+        """Readings on disk, in arrival order: one hand-over per ingest batch, judged as one
+        batch (one store transaction, committed before any of its events goes out)."""
+        self._inbox.put(lambda now: self.engine.observe_batch(readings, now, self._failed))
 
-        def work(now: int) -> list[AlertEvent]:
-            events: list[AlertEvent] = []
-            for reading in readings:
-                try:
-                    events.extend(observe(reading, now))
-                except Exception:  # noqa: BLE001 - one reading must not cost the batch
-                    self.counters.errors += 1
-                    _LOG.exception(
-                        "alert engine failed on a reading of %s/%s (seq %s); skipped",
-                        reading.site,
-                        reading.device,
-                        reading.seq,
-                    )
-            return events
-
-        self._inbox.put(work)
+    def _failed(self, reading: wire.DecodedReading, exc: Exception) -> None:
+        """One reading must not cost the batch: logged with its traceback, counted, skipped."""
+        self.counters.errors += 1
+        _LOG.error(
+            "alert engine failed on a reading of %s/%s (seq %s); skipped",
+            reading.site,
+            reading.device,
+            reading.seq,
+            exc_info=exc,
+        )
 
     def connection(self, connected: bool) -> None:
         """The collector's MQTT connection lost or regained (paho's thread: must not block).

@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -190,7 +190,7 @@ class AlertTopics:
 class EngineProbe:
     """Records what the collector's real alert engine was given and decided.
 
-    It wraps the engine's own `observe` and `tick` (they still run, unchanged) so a
+    It wraps the engine's own `observe_batch` and `tick` (they still run, unchanged) so a
     test can wait until a reading was evaluated or a tick saw the clock's time.
     """
 
@@ -203,13 +203,17 @@ class EngineProbe:
         self.observed: set[tuple[str, int]] = set()
         self.agents: list[tuple[str, bool]] = []
         self.events: list[AlertEvent] = []
-        real_observe, real_tick = engine.observe, engine.tick
+        real_observe, real_tick = engine.observe_batch, engine.tick
         real_agent = engine.agent_availability
 
-        def observe(r: DecodedReading, now_ms: int) -> list[AlertEvent]:
-            events = real_observe(r, now_ms)
+        def observe(
+            readings: Sequence[DecodedReading],
+            now_ms: int,
+            on_error: Callable[[DecodedReading, Exception], None] | None = None,
+        ) -> list[AlertEvent]:
+            events = real_observe(readings, now_ms, on_error)
             with self._lock:
-                self.observed.add((r.device, r.ts_ms))
+                self.observed.update((r.device, r.ts_ms) for r in readings)
                 self.events.extend(events)
             return events
 
@@ -229,7 +233,7 @@ class EngineProbe:
                 self.events.extend(events)
             return events
 
-        engine.observe = observe  # type: ignore[method-assign,assignment]
+        engine.observe_batch = observe  # type: ignore[method-assign]
         engine.agent_availability = agent_availability  # type: ignore[method-assign]
         engine.tick = tick  # type: ignore[method-assign]
 

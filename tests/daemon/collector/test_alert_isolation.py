@@ -50,17 +50,18 @@ def test_a_failing_reading_or_control_message_costs_only_itself(
         service = collector.alerts
         assert service is not None
         engine = service.engine
-        observe, agent_availability = engine.observe, engine.agent_availability
+        # Injected where the engine judges one reading of a batch (observe_batch).
+        observe, agent_availability = engine._observe, engine.agent_availability
 
-        def broken_observe(reading: DecodedReading, now_ms: int) -> list:  # type: ignore[type-arg]
+        def broken_observe(reading: DecodedReading, now_ms: int, *out: list) -> bool:  # type: ignore[type-arg]
             if reading.device == "sw-bad":
                 raise RuntimeError("injected failure")
-            return observe(reading, now_ms)
+            return observe(reading, now_ms, *out)
 
         def broken_agent(site: str, agent: str, online: bool, now_ms: int, *_: object) -> list:  # type: ignore[type-arg]
             raise RuntimeError("injected failure")
 
-        engine.observe = broken_observe  # type: ignore[method-assign]
+        engine._observe = broken_observe  # type: ignore[method-assign,assignment]
         engine.agent_availability = broken_agent  # type: ignore[method-assign,assignment]
 
         service.observe([low("sw-1"), low("sw-bad"), low("sw-2")])  # one batch
