@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -319,9 +320,22 @@ class AlertSettings(StrictModel):
         # model_construct: callers only need the checks of `problems()`, not a raise.
         return Limits.model_construct(**data)
 
+    @cached_property
+    def _kind_limits(self) -> dict[str, Limits]:
+        # Not a field (pydantic leaves cached_property alone): neither dumped nor compared.
+        return {}
+
     def limits_for(self, kind: str, device: str) -> Limits:
         """The limits of one device: its own overrides over its kind's over the defaults."""
-        merged = self._merge(self.kinds.get(kind), self.devices.get(device))
+        override = self.devices.get(device)
+        if override is None:
+            # Most devices have no override: they share their kind's (frozen) Limits, where a
+            # copy each cost ~1.3 kB a device for good in the alert engine (issue 14, memory).
+            shared = self._kind_limits.get(kind)
+            if shared is None:
+                shared = self._kind_limits[kind] = self._merge(self.kinds.get(kind), None)
+            return shared
+        merged = self._merge(self.kinds.get(kind), override)
         if merged.problems():
             # A kind and a device override that clash only together: keep the device's
             # kind limits rather than run a rule that can never resolve.

@@ -15,11 +15,11 @@ import argparse
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from operator import attrgetter
 
-from fleet.daemon.collector.lineproto import FieldValue, format_line
-from fleet.daemon.collector.schema import GROUP_FIELDS, MEASUREMENTS, _prefix, reading_lines
+from fleet.daemon.collector.lineproto import FieldValue, format_line, series_key
+from fleet.daemon.collector.schema import GROUP_FIELDS, MEASUREMENTS, reading_lines
 from fleet.daemon.wire import (
     Battery,
     DecodedReading,
@@ -91,6 +91,12 @@ def decoder(*, fast_path: bool) -> Decoder:
 _NAMES = {m: tuple(n for n in names if n != "seq") for m, names in GROUP_FIELDS.items()}
 _VALUES = {m: attrgetter(*names) for m, names in _NAMES.items()}
 _SEQ_AT = {m: names.index("seq") for m, names in GROUP_FIELDS.items()}
+
+
+@lru_cache(maxsize=8192)
+def _prefix(measurement: str, site: str, kind: str, device: str) -> str:
+    """The line prefix as the old path cached it (schema.py now keeps one entry per device)."""
+    return series_key(measurement, {"site": site, "kind": kind, "device": device})
 
 
 def lines_before(r: DecodedReading) -> list[str]:
