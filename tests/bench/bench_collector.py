@@ -1,9 +1,10 @@
 """Collector benchmarks on real Mosquitto and InfluxDB: sustained ingest against a bare paho
 baseline, end-to-end latency at 1,000 msg/s, memory in steady state and through an InfluxDB
-outage, and a queue drained by the collector process against bare paho (tests/bench/_drain.py).
-See tests/bench/README.md for the method.
+outage, a queue drained by the collector process against bare paho (tests/bench/_drain.py),
+and the CPU cost per device-reading at 0-2,000 devices x 1 Hz (tests/bench/_cost.py). See
+tests/bench/README.md for the method.
 
-    .venv/bin/python tests/bench/bench_collector.py [--quick] [--outage-s S] [--only 1,2,3,4]
+    .venv/bin/python tests/bench/bench_collector.py [--quick] [--outage-s S] [--only 1,2,3,4,5]
 
 Prints each figure with its target (MISSED when not met) and a markdown table at the end.
 Exits non-zero only when the bench itself fails, never on a missed target.
@@ -20,6 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -42,6 +45,7 @@ from tests.bench._common import (
     slope_mb_per_min,
     write_bench_config,
 )
+from tests.bench._cost import scenario_cost
 from tests.bench._drain import bare_drain, scenario_drain
 from tests.harness.servers import InfluxError, InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until
@@ -222,6 +226,12 @@ def scenario_latency(workdir: Path, duration: float, table: Table) -> None:
 # 3. Memory -------------------------------------------------------------------------------------
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def wait_phase(seconds: float, collector: CollectorProcess) -> None:
     """Let a phase of the scenario run its course, failing at once if the collector dies."""
     end = time.monotonic() + seconds
@@ -250,7 +260,14 @@ def scenario_memory(workdir: Path, steady_s: float, outage_s: float, table: Tabl
             t_start = time.monotonic()
             total_s = steady_s + outage_s + drain_budget_s
             publisher = Publisher("paced", "--config", str(config), "--duration", str(total_s))
-            wait_phase(steady_s, collector)
+            # CPU over the steady phase's second half (start-up and the first fill excluded).
+            wait_phase(steady_s / 2, collector)
+            cpu_from, stored_from = process_cpu_s(collector.pid), battery_count(influx)
+            t_cpu = time.monotonic()
+            wait_phase(steady_s / 2, collector)
+            cpu_s = process_cpu_s(collector.pid) - cpu_from
+            readings = battery_count(influx) - stored_from
+            cpu_wall_s = time.monotonic() - t_cpu
             t_down = time.monotonic()
             influx.stop()
             wait_phase(outage_s, collector)
@@ -288,6 +305,11 @@ def scenario_memory(workdir: Path, steady_s: float, outage_s: float, table: Tabl
     peak = rss.peak
     split = ", ".join(f"{k[3:].lower()} {v:.1f}" for k, v in rss.peak_parts.items())
     slope = slope_mb_per_min(outage)
+    table.add(
+        "3 collector CPU, steady 1,000 msg/s (second half)",
+        f"{cpu_s / cpu_wall_s * 100:.1f} % of a core, {cpu_s / readings * 1e6:.0f} µs a reading "
+        f"({readings:,} stored in {cpu_wall_s:.0f} s)",
+    )
     table.add("3 collector RSS at start (idle, subscribed)", f"{rss.at(t_start):.1f} MB")
     table.add("3 RSS peak, steady 1,000 msg/s", f"{max(mb for _, mb in steady):.1f} MB")
     table.add(
@@ -353,7 +375,7 @@ def main() -> int:
     parser.add_argument("--latency-s", type=float, help="scenario 2 duration (30; quick 10)")
     parser.add_argument("--steady-s", type=float, help="scenario 3 steady phase (60; quick 20)")
     parser.add_argument("--outage-s", type=float, help="scenario 3 InfluxDB outage (600; quick 60)")
-    parser.add_argument("--only", default="1,2,3,4", help="scenarios to run, e.g. 1,3")
+    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 1,3")
     parser.add_argument("--rounds", type=int, default=1, help="scenario 4 rounds (the spread)")
     parser.add_argument("--profile", type=Path, help="scenario 4: py-spy output, PATH.<round>.txt")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -377,6 +399,8 @@ def main() -> int:
             scenario_memory(workdir, steady_s, outage_s, table)
         if "4" in only:
             scenario_drain(workdir, n, table, rounds=args.rounds, profile=args.profile)
+        if "5" in only:
+            scenario_cost(workdir, 10.0 if quick else 30.0, table)
     finally:
         print("\n" + table.markdown(), flush=True)
         if args.keep:
