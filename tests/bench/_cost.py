@@ -71,6 +71,8 @@ def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
                     time.sleep(8.0)  # warm-up: every device seen, batches at their size
                     if not collector.alive():
                         raise RuntimeError(f"the collector exited; see {collector.log_path}")
+                    servers = (broker.pid or 0, influx.pid or 0)
+                    servers0 = [_cpu_s(p) for p in servers]
                     cpu0, stored0, t0 = (
                         _cpu_s(collector.pid),
                         battery_count(influx),
@@ -78,6 +80,9 @@ def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
                     )
                     time.sleep(window_s)
                     cpu = _cpu_s(collector.pid) - cpu0
+                    broker_s, influx_s = (
+                        _cpu_s(p) - c for p, c in zip(servers, servers0, strict=True)
+                    )
                     stored = battery_count(influx) - stored0
                     wall = time.monotonic() - t0
                 finally:
@@ -89,7 +94,8 @@ def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
                 print(f"  {devices:>5} devices: {rate:,.0f} readings/s, {cores * 100:.1f} % of a core{per}", flush=True)  # fmt: skip
                 table.add(
                     f"5 {devices:,} devices x 1 Hz: collector CPU",
-                    f"{cores * 100:.1f} % of a core at {rate:,.0f} readings/s{per}",
+                    f"{cores * 100:.1f} % of a core at {rate:,.0f} readings/s{per} "
+                    f"(Mosquitto {broker_s / wall * 100:.1f} %, InfluxDB {influx_s / wall * 100:.1f} %)",
                 )
         finally:
             collector.stop()
