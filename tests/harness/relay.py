@@ -7,8 +7,10 @@ stop forwarding at one exact moment of the next `POST /write`:
 - `hold="response"`: the request reaches InfluxDB (stored) but its answer is held back -
   the collector never learns that the write succeeded.
 
-`held` is set once the relay holds; the test then kills the collector, which is exactly "a
-crash during the InfluxDB write". `release()` lets everything flow again.
+Only a write whose request carries `marker` is held (the collector also writes its own
+`pipeline` points). `held` is set once the relay holds; the test then kills the collector,
+which is exactly "a crash during the InfluxDB write". `release()` drops the held exchange
+(its connection is closed) and lets every other one flow again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class HttpRelay:
         self.held = threading.Event()
         self.writes = 0  # `POST /write` requests forwarded
         self._hold: Hold | None = None
+        self._marker = b""
         self._flowing = threading.Event()
         self._flowing.set()
         self._lock = threading.Lock()
@@ -37,11 +40,13 @@ class HttpRelay:
         self._stopped = False
         threading.Thread(target=self._accept, name="relay", daemon=True).start()
 
-    def arm(self, hold: Hold) -> None:
-        """Hold the next `POST /write` (its request or its response) until `release()`."""
+    def arm(self, hold: Hold, marker: bytes) -> None:
+        """Hold the next `POST /write` carrying `marker` (its request or its response) until
+        `release()`."""
         with self._lock:
             self.held.clear()
             self._hold = hold
+            self._marker = marker
 
     def release(self) -> None:
         with self._lock:
@@ -72,30 +77,33 @@ class HttpRelay:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            in_write = threading.Event()  # a /write request went up; its answer is next
+            request = bytearray()  # the /write request going up; its answer comes next
             threading.Thread(
-                target=self._pump, args=(client, upstream, in_write, True), daemon=True
+                target=self._pump, args=(client, upstream, request, True), daemon=True
             ).start()
             threading.Thread(
-                target=self._pump, args=(upstream, client, in_write, False), daemon=True
+                target=self._pump, args=(upstream, client, request, False), daemon=True
             ).start()
 
-    def _pump(
-        self, src: socket.socket, dst: socket.socket, in_write: threading.Event, up: bool
-    ) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, request: bytearray, up: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                if up and data.startswith(b"POST /write"):
-                    self._maybe_hold("request")
-                    in_write.set()
-                    with self._lock:
-                        self.writes += 1
-                elif not up and in_write.is_set():
-                    in_write.clear()
-                    self._maybe_hold("response")
+                if up:
+                    if data.startswith(b"POST /write"):
+                        request[:] = b""
+                        with self._lock:
+                            self.writes += 1
+                    if data.startswith(b"POST /write") or request:
+                        request += data  # headers and body may come in separate pieces
+                        if self._held("request", request):
+                            break
+                elif request:
+                    if self._held("response", request):
+                        break
+                    request[:] = b""
                 dst.sendall(data)
         except OSError:
             pass
@@ -104,11 +112,14 @@ class HttpRelay:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _maybe_hold(self, moment: Hold) -> None:
+    def _held(self, moment: Hold, request: bytearray) -> bool:
+        """True if this exchange was held: after `release()` it is dropped, never completed
+        (its client was killed meanwhile), and the pump closes the connection."""
         with self._lock:
-            if self._hold != moment:
-                return
+            if self._hold != moment or self._marker not in request:
+                return False
             self._hold = None  # one exchange only
             self._flowing.clear()
             self.held.set()
         self._flowing.wait()
+        return True

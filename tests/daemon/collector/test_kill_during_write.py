@@ -54,7 +54,7 @@ def test_collector_killed_during_the_influxdb_write(
             wait_until(
                 lambda: len(stored_seqs(influx, tmp_db)) == 300, timeout=60, message="300 stored"
             )
-            relay.arm(hold)
+            relay.arm(hold, marker=b"battery,")  # a write with readings, not only stats
             for seq in range(301, 601):
                 pub.publish(TOPIC, reading(seq))
             wait_until(relay.held.is_set, timeout=60, message=f"a write's {hold} held")
@@ -67,9 +67,13 @@ def test_collector_killed_during_the_influxdb_write(
                 )
             else:
                 assert len(stored_seqs(influx, tmp_db)) == 300
+            # Readings wait in the spool behind the held write (ingest goes on meanwhile).
+            wait_until(
+                lambda: spooled_readings(collector.spool) > 0, timeout=30, message="some spooled"
+            )
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            # What the killed write carried is in the spool, not acknowledged as written.
+            # Still there after the kill: nothing was taken as written that was not.
             assert spooled_readings(collector.spool) > 0
             relay.release()
             for seq in range(601, N + 1):
