@@ -44,8 +44,14 @@ def test_collector_killed_during_the_influxdb_write(
     host, port = influx.url.removeprefix("http://").split(":")
     relay = HttpRelay(host, int(port))
     collector = CollectorProcess(tmp_path, mqtt_broker, influx, tmp_db)
-    # The collector writes through the relay; the test reads the real server.
-    collector.config.write_text(collector.config.read_text().replace(influx.url, relay.url))
+    # The collector writes through the relay; the test reads the real server. A long write
+    # timeout: the held write must still be in flight when the kill comes (with the default
+    # 10 s, a loaded machine can reach it first, and the retry empties the spool).
+    text = collector.config.read_text().replace(influx.url, relay.url)
+    collector.config.write_text(
+        text.replace('retention = "30d"\n', 'retention = "30d"\ntimeout_s = 600\n')
+    )
+    assert "timeout_s = 600" in collector.config.read_text()
     proc = collector.start()
     try:
         with publisher(collector.settings) as pub:
