@@ -210,16 +210,28 @@ class RssSampler:
         return min(self.samples, key=lambda s: abs(s[0] - moment))[1]
 
 
+def least_squares(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """The line y = a + b x nearest (x, y) points: (a, b); b is 0 when x does not vary."""
+    n = len(points)
+    if n < 2:
+        return (points[0][1] if points else 0.0), 0.0
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    cov = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    b = cov / var if var else 0.0
+    return mean_y - b * mean_x, b
+
+
 def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of RSS over time, in MB per minute."""
-    n = len(samples)
-    if n < 2:
-        return 0.0
-    mean_t = sum(t for t, _ in samples) / n
-    mean_m = sum(m for _, m in samples) / n
-    var = sum((t - mean_t) ** 2 for t, _ in samples)
-    cov = sum((t - mean_t) * (m - mean_m) for t, m in samples)
-    return cov / var * 60 if var else 0.0
+    return least_squares(samples)[1] * 60
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 class SpoolReader:

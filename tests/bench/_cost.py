@@ -16,8 +16,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
-
 from fleet.config import load_settings
 from fleet.daemon import wire
 from tests.bench._common import (
@@ -26,27 +24,14 @@ from tests.bench._common import (
     Publisher,
     Table,
     battery_count,
+    least_squares,
+    process_cpu_s,
     write_bench_config,
 )
 from tests.harness.servers import InfluxServer, MosquittoServer
 
 TELEMETRY = wire.subscriptions(PREFIX)[0]
 STEPS = (0, 250, 500, 1000, 2000)
-
-
-def _cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares y = a + b x over (x, y): (a, b)."""
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    b = sum((x - mx) * (y - my) for x, y in points) / sxx
-    return my - b * mx, b
 
 
 def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
@@ -72,16 +57,16 @@ def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
                     if not collector.alive():
                         raise RuntimeError(f"the collector exited; see {collector.log_path}")
                     servers = (broker.pid or 0, influx.pid or 0)
-                    servers0 = [_cpu_s(p) for p in servers]
+                    servers0 = [process_cpu_s(p) for p in servers]
                     cpu0, stored0, t0 = (
-                        _cpu_s(collector.pid),
+                        process_cpu_s(collector.pid),
                         battery_count(influx),
                         time.monotonic(),
                     )
                     time.sleep(window_s)
-                    cpu = _cpu_s(collector.pid) - cpu0
+                    cpu = process_cpu_s(collector.pid) - cpu0
                     broker_s, influx_s = (
-                        _cpu_s(p) - c for p, c in zip(servers, servers0, strict=True)
+                        process_cpu_s(p) - c for p, c in zip(servers, servers0, strict=True)
                     )
                     stored = battery_count(influx) - stored0
                     wall = time.monotonic() - t0
@@ -99,7 +84,7 @@ def scenario_cost(workdir: Path, window_s: float, table: Table) -> None:
                 )
         finally:
             collector.stop()
-    fixed, per_reading = _fit(points)
+    fixed, per_reading = least_squares(points)
     table.add(
         "5 model: CPU = fixed + readings/s x cost",
         f"{fixed * 100:.1f} % of a core + {per_reading * 1e6:.0f} µs a reading",

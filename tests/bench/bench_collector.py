@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
-
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -42,6 +40,7 @@ from tests.bench._common import (
     battery_count,
     machine,
     percentile,
+    process_cpu_s,
     slope_mb_per_min,
     write_bench_config,
 )
@@ -224,12 +223,6 @@ def scenario_latency(workdir: Path, duration: float, table: Table) -> None:
 
 
 # 3. Memory -------------------------------------------------------------------------------------
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process so far."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def wait_phase(seconds: float, collector: CollectorProcess) -> None:
