@@ -90,6 +90,7 @@ class Agent:
             persistent=True,
             will=(self.agent_topic, b"offline"),
             on_connect=self._link_connected,
+            on_disconnect=self._link_lost,
         )
         self.store = StoreAndForward(
             lambda: Outbox(cfg.outbox_path, max_bytes=cfg.outbox_max_bytes, fsync=cfg.outbox_fsync),
@@ -97,7 +98,12 @@ class Agent:
             hold_max=cfg.outbox_hold_max_readings,
             on_problem=self.problem,
         )
-        self.devices = Availability(self._publish_retained, lambda: self.link.connected)
+        # Bumped on paho's thread at every connect and loss; `_announced` is the one whose
+        # states the loop republished. A change publishes only then: while `link.connected`
+        # is already true but `_after_connect` has not run, it would go out twice.
+        self._epoch = 0
+        self._announced = -1
+        self.devices = Availability(self._publish_retained, lambda: self._announced == self._epoch)
         policy = RestartPolicy(
             cfg.restart_budget,
             cfg.restart_window_s,
@@ -195,8 +201,12 @@ class Agent:
     def _link_connected(self) -> None:
         # paho's thread: the will is replaced at once, the rest happens on the loop.
         self._publish_retained(self.agent_topic, self._state())
+        self._epoch += 1
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._after_connect)
+            self._loop.call_soon_threadsafe(self._after_connect, self._epoch)
+
+    def _link_lost(self) -> None:
+        self._epoch += 1  # paho's thread: changes wait for the next connect's republish
 
     def _announce_recovery(self) -> None:
         """The outbox file was broken at start (logged CRITICAL by daemon/sqlite_files.py):
@@ -215,11 +225,12 @@ class Agent:
         )
         self._publish_retained(topic, payload)  # paho keeps it until the link is up
 
-    def _after_connect(self) -> None:
+    def _after_connect(self, epoch: int) -> None:
         # Again from the loop, which owns `problems`: whatever paho's thread read
         # above, the last word on the topic is the loop's current state.
         self._publish_retained(self.agent_topic, self._state())
         self.devices.republish()
+        self._announced = epoch
         self.store.link_up()
 
     def _problem_of(self, what: str) -> Callable[[str | None], None]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from fleet.daemon import wire
 from fleet.daemon.agent.app import Agent
-from fleet.daemon.agent.registry import wall_ms
+from fleet.daemon.agent.registry import DriverSpec, wall_ms
+from fleet.drivers.base import DriverSink
 from tests.harness.agent import (
     Script,
     Subscriber,
@@ -70,6 +74,44 @@ def test_readings_arrive_as_v1_telemetry_with_seq(
     # A clean stop leaves the device and the agent offline (retained).
     assert retained(settings, mqtt_broker, availability_topic("sw-01")) == b"offline"
     assert retained(settings, mqtt_broker, agent.agent_topic) == b"offline"
+
+
+def test_a_device_online_while_the_connect_is_being_announced_is_published_once(
+    tmp_path: Path, mqtt_broker: MosquittoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link says connected before the loop has republished the states (paho's thread
+    is late under load): a device reported online in between goes out once, by the
+    republish, not also as a change (the suite's `[b'online', b'online']`)."""
+    settings = settings_of(write_agent_config(tmp_path, mqtt_broker))
+    reported = threading.Event()
+    agents: list[Agent] = []
+    announce = Agent._link_connected
+
+    def late_announce(self: Agent) -> None:
+        reported.wait(10)  # paho's thread, link already connected: the window, held open
+        announce(self)
+
+    class ReportsOnceConnected:
+        kind: ClassVar[str] = "scripted"
+
+        async def run(self, sink: DriverSink) -> None:
+            await asyncio.to_thread(agents[0].link.wait_connected, 10)
+            sink.availability("sw-09", True, "connected")
+            reported.set()
+            await asyncio.Event().wait()  # until stopped
+
+    monkeypatch.setattr(Agent, "_link_connected", late_announce)
+    spec = DriverSpec("late", ("sw-09",), "segway", False, ReportsOnceConnected)
+    topic = availability_topic("sw-09")
+    sub = Subscriber(settings, mqtt_broker, topic)
+    agents.append(Agent(settings, specs=[spec]))
+    with running_agent(agents[0]):
+        wait_until(lambda: sub.payloads(topic), message="online")
+        assert reported.is_set()
+    # The stop's `offline` comes after everything the agent published on this connection.
+    wait_until(lambda: b"offline" in sub.payloads(topic), message="offline")
+    assert sub.payloads(topic) == [b"online", b"offline"]
+    sub.close()
 
 
 def test_seq_continues_across_a_restart(tmp_path: Path, mqtt_broker: MosquittoServer) -> None:
