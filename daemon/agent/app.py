@@ -319,7 +319,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.devices.all_offline("agent stopped")
+        self.devices.all_offline("agent stopped", link_up=self.link.connected)
         self._stopping = True
         if self.link.connected:
             self._publish_retained(self.agent_topic, b"offline")

@@ -43,13 +43,17 @@ class Availability:
         for topic, online in list(self._states.values()):
             self._publish(topic, b"online" if online else b"offline")
 
-    def all_offline(self, detail: str) -> None:
-        """Every device offline at once (the agent stops): one log line, not one per device."""
+    def all_offline(self, detail: str, *, link_up: bool) -> None:
+        """Every device offline at once (the agent stops): one log line, not one per device.
+
+        `link_up` is the link itself, not the republish gate: a connect whose republish
+        has not run yet would otherwise take the last word with it (the loop stops), and
+        a second retained `offline` costs nothing."""
         gone = [device for device, (_, online) in self._states.items() if online]
         for device in gone:
             topic = self._states[device][0]
             self._states[device] = (topic, False)
-            if self._connected():
+            if link_up:
                 self._publish(topic, b"offline")
         if gone:
             _LOG.info("%d device(s) marked offline: %s", len(gone), detail)
