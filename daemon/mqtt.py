@@ -56,6 +56,28 @@ class Inbound:
 MessageSink = Callable[[Inbound], None]
 
 
+class _ClosedByUs(logging.Filter):
+    """Drops paho's ERROR "Client is not connected" from the thread of a link we are stopping.
+
+    After our own DISCONNECT closes the socket, paho's thread goes round its loop once
+    more while QoS 1 publishes are still unacknowledged and logs that ERROR: noise at
+    every such clean stop, which would teach operators to ignore paho's errors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping: set[str] = set()  # paho thread names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName not in self.stopping or not str(record.msg).startswith(
+            "Client is not connected"
+        )
+
+
+_PAHO_LOG = logging.getLogger("paho")
+_CLOSED_BY_US = _ClosedByUs()
+_PAHO_LOG.addFilter(_CLOSED_BY_US)
+
+
 class MqttLink:
     """One MQTT client connection with automatic reconnect.
 
@@ -110,7 +132,7 @@ class MqttLink:
             manual_ack=manual_ack,
             **kwargs,
         )
-        client.enable_logger(logging.getLogger("paho"))
+        client.enable_logger(_PAHO_LOG)
         # No cap on messages queued while the broker is away: the caller's
         # store-and-forward decides how much to keep, not a silent drop here.
         client.max_queued_messages_set(0)
@@ -169,10 +191,15 @@ class MqttLink:
         return self.stop
 
     def stop(self) -> None:
-        if self._connected.is_set():
-            # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
-            self._client.disconnect()
-        self._client.loop_stop()
+        thread = f"paho-mqtt-client-{self._client_id}"  # the name loop_start() gives it
+        _CLOSED_BY_US.stopping.add(thread)
+        try:
+            if self._connected.is_set():
+                # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
+                self._client.disconnect()
+            self._client.loop_stop()
+        finally:
+            _CLOSED_BY_US.stopping.discard(thread)
         self._close_wakeup_pair()
         self._connected.clear()
         self.refusals.log_unlogged()
