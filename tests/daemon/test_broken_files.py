@@ -33,7 +33,7 @@ from fleet.daemon.spool import Entry, Spool
 from fleet.daemon.sqlite_files import check, open_checked
 from tests.harness.agent import Subscriber, running_agent, settings_of, write_agent_config
 from tests.harness.alerting import webhook
-from tests.harness.fleet import running_collector, settings_from, telemetry, write_config
+from tests.harness.fleet import running_collector, set_keys, settings_from, telemetry, write_config
 from tests.harness.http_receiver import HttpReceiver
 from tests.harness.process import free_port, spawn, stop_process, tail
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -333,9 +333,7 @@ def test_collector_starts_on_a_broken_spool_and_alert_state_and_keeps_what_reads
             database=tmp_db,
             alerts=f'[alerts.notify]\ncritical = ["{webhook(receiver)}"]\n',
         )
-        config.write_text(
-            config.read_text().replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{http_port}"')
-        )
+        set_keys(config, {"http.bind": f"127.0.0.1:{http_port}"})
         settings = settings_from(config)
         spool_readings(settings, 1500)
         original = all_rows(settings.spool.path, "spool")

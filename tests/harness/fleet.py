@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from fleet.config import FleetSettings, load_settings
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.mqtt import Inbound, MqttLink
@@ -78,6 +80,21 @@ state_path = "{tmp_path / "alerts.sqlite"}"
 """
     )
     return path
+
+
+def set_keys(path: Path, changes: dict[str, object]) -> None:
+    """Set keys of a written config by dotted path (`{"influx.timeout_s": 600}`).
+
+    A structured edit instead of a text replace, which silently does nothing when the text
+    it looks for moves; the table must exist (a typo in the path fails the test)."""
+    doc = tomlkit.parse(path.read_text())
+    for dotted, value in changes.items():
+        *tables, key = dotted.split(".")
+        table: Any = doc
+        for name in tables:
+            table = table[name]  # KeyError: no such table in the config
+        table[key] = value
+    path.write_text(tomlkit.dumps(doc))
 
 
 def settings_from(path: Path) -> FleetSettings:

@@ -21,7 +21,7 @@ from fleet.daemon.collector import deadletters as store
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.collector.deadletters import DeadLetter, DeadLetterStore, Query
 from fleet.daemon.mqtt import Inbound, MqttLink
-from tests.harness.fleet import Listener, publisher, telemetry, write_config
+from tests.harness.fleet import Listener, publisher, set_keys, telemetry, write_config
 from tests.harness.paths import REPO
 from tests.harness.process import spawn, stop_process, tail
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -299,7 +299,7 @@ def test_replay_fails_clearly_when_the_broker_is_away_and_marks_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
-    config.write_text(config.read_text().replace(f"port = {mqtt_broker.port}", "port = 1"))
+    set_keys(config, {"mqtt.port": 1})
     settings = load(config)
     _fill(settings, [DeadLetter(TOPIC, b"{}", "schema", "d", int(time.time() * 1000))])
     monkeypatch.setenv("FLEET_MQTT__USERNAME", "collector")

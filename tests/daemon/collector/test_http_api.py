@@ -18,6 +18,7 @@ from tests.harness.fleet import (
     Listener,
     publisher,
     running_collector,
+    set_keys,
     settings_from,
     telemetry,
     write_config,
@@ -181,9 +182,7 @@ def test_a_taken_http_port_stops_the_collector_with_a_clear_reason(
         taken.listen()
         port = taken.getsockname()[1]
         config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
-        config.write_text(
-            config.read_text().replace('bind = "127.0.0.1:0"', f'bind = "127.0.0.1:{port}"')
-        )
+        set_keys(config, {"http.bind": f"127.0.0.1:{port}"})
         fleet = str(Path(sys.executable).with_name("fleet"))
         result = subprocess.run(
             [fleet, "collector", "--config", str(config)],

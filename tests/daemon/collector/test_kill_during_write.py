@@ -26,7 +26,7 @@ from tests.daemon.collector.test_no_loss import (
     spooled_readings,
     stored_seqs,
 )
-from tests.harness.fleet import publisher
+from tests.harness.fleet import publisher, set_keys
 from tests.harness.process import stop_process, tail
 from tests.harness.relay import Hold, HttpRelay
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -47,11 +47,7 @@ def test_collector_killed_during_the_influxdb_write(
     # The collector writes through the relay; the test reads the real server. A long write
     # timeout: the held write must still be in flight when the kill comes (with the default
     # 10 s, a loaded machine can reach it first, and the retry empties the spool).
-    text = collector.config.read_text().replace(influx.url, relay.url)
-    collector.config.write_text(
-        text.replace('retention = "30d"\n', 'retention = "30d"\ntimeout_s = 600\n')
-    )
-    assert "timeout_s = 600" in collector.config.read_text()
+    set_keys(collector.config, {"influx.url": relay.url, "influx.timeout_s": 600})
     proc = collector.start()
     try:
         with publisher(collector.settings) as pub:

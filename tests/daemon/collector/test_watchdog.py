@@ -23,7 +23,14 @@ from fleet.daemon import wire
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.liveness import ServiceNotifier
 from fleet.daemon.mqtt import MqttLink
-from tests.harness.fleet import publisher, running_collector, settings_from, telemetry, write_config
+from tests.harness.fleet import (
+    publisher,
+    running_collector,
+    set_keys,
+    settings_from,
+    telemetry,
+    write_config,
+)
 from tests.harness.process import free_port, spawn, stop_process, tail
 from tests.harness.sdnotify import Datagram, NotifySocket
 from tests.harness.servers import InfluxServer, MosquittoServer
@@ -59,7 +66,7 @@ def test_fleet_collector_is_ready_once_connected_and_pings_only_while_mqtt_is_up
     broker.stop()  # the collector starts before its broker
     port = free_port()
     config = write_config(tmp_path, broker=broker, influx=influx, database=tmp_db)
-    config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    set_keys(config, {"http.bind": f"127.0.0.1:{port}"})
     log = tmp_path / "collector.log"
     # 0.4 s: a ping every 0.2 s, so one tick - one datagram - every 0.2 s.
     env = {**os.environ, **sock.env(watchdog_s=0.4)}
@@ -188,7 +195,7 @@ def test_influxdb_away_is_no_reason_to_stop_pinging(
         monkeypatch.setenv(key, value)
     config = write_config(tmp_path, broker=mqtt_broker, influx=influx, database=tmp_db)
     # Nothing listens on that port: every write fails, the spool keeps the readings.
-    config.write_text(config.read_text().replace(influx.url, f"http://127.0.0.1:{free_port()}"))
+    set_keys(config, {"influx.url": f"http://127.0.0.1:{free_port()}"})
     settings = settings_from(config)
     with running_collector(settings, mqtt_broker) as collector, publisher(settings) as pub:
         notifier = notifier_of(collector)
