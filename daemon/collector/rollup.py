@@ -7,6 +7,12 @@ its own continuous query with explicit aggregates; a field keeps its raw name fo
 aggregate (mean for levels, last for states and positions) so a panel query reads the same on
 both policies, and extra aggregates get a suffix (`pct_min`, `speed_kmh_max`).
 
+A field that only some devices send (`cell_spread_v`, `pack_ids`: a PT's packs) costs the
+others nothing: InfluxDB's SELECT ... INTO leaves a null aggregate out of the point it
+writes, so their roll-up points are the same as before the field existed. Changing this
+table changes the CQs: the collector replaces a CQ whose stored definition differs at its
+next start (sinks.V1Sink.bootstrap; InfluxDB 1.x cannot alter one).
+
 RESAMPLE EVERY/FOR makes the server recompute the last hours again and again: the current
 hour shows up in the roll-up `downsample_every` after its readings, and readings an agent
 delivers late (store and forward) are still counted while their hour is recomputed. Later
@@ -46,6 +52,15 @@ _AGGREGATES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("max", "temp_c", "temp_c_max"),
         ("last", "health_pct", "health_pct"),
         ("last", "charging", "charging"),
+        # A pack's balance (issue 13): the mean is the hour's typical spread, whose slow rise
+        # is the ageing a fleet manager watches; the max is the worst moment (spread grows
+        # under load), the warning a mean would dilute.
+        ("mean", "cell_spread_v", "cell_spread_v"),
+        ("max", "cell_spread_v", "cell_spread_v_max"),
+        # A string: only selectors apply. Both ends of the hour, so the hour a pack was
+        # swapped shows the pair before and after (first != last).
+        ("last", "pack_ids", "pack_ids"),
+        ("first", "pack_ids", "pack_ids_first"),
         ("count", "pct", "samples"),
     ),
     "location": (
@@ -64,6 +79,9 @@ _AGGREGATES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("mean", "rssi_dbm", "rssi_dbm"),
         ("last", "locked", "locked"),
         ("last", "firmware", "firmware"),
+        # The vehicle's own speedometer, as location's speed_kmh (a position fix's) is kept.
+        ("mean", "speed_kmh", "speed_kmh"),
+        ("max", "speed_kmh", "speed_kmh_max"),
         ("count", "state", "samples"),
     ),
 }

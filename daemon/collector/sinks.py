@@ -182,8 +182,9 @@ class V1Sink:
             if existing.get(cq.name) == cq.statement.replace('"', ""):
                 continue
             if cq.name in existing:
-                # A CQ cannot be altered; one whose settings changed is replaced.
-                _LOG.info("replacing continuous query %s (settings changed)", cq.name)
+                # A CQ cannot be altered; one whose settings or fields (an upgrade) changed is
+                # replaced.
+                _LOG.info("replacing continuous query %s (its definition changed)", cq.name)
                 db = _quote_ident(s.database)
                 statements.append(f"DROP CONTINUOUS QUERY {_quote_ident(cq.name)} ON {db}")
             statements.append(cq.statement)
