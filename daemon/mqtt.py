@@ -36,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
+from fleet.daemon.mqtt_connect_failures import ConnectFailures
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
 _LOG = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class MqttLink:
         self.refusals = PublishRefusals()
         # Why the broker refused the last connection (CONNACK), None once one succeeds.
         self.connect_refused: str | None = None
+        # Why the last attempt failed before MQTT (TCP, TLS): logged once per reason.
+        self.connect_failed = ConnectFailures(f"{settings.host}:{settings.port}")
 
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         kwargs: dict[str, Any] = {}
@@ -153,6 +156,7 @@ class MqttLink:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.on_socket_open = self._on_socket_open
         client.on_connect = self._on_connect
+        client.on_connect_fail = self.connect_failed.on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
@@ -287,6 +291,7 @@ class MqttLink:
             return
         self._generation += 1
         self.connect_refused = None
+        self.connect_failed.clear()
         if self._was_connected:
             _LOG.info(
                 "MQTT reconnected to %s:%s (session present: %s)",

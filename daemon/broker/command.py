@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet.config import ConfigError, FleetSettings, load_settings, resolve_config_path
+from pydantic import ValidationError
+
+from fleet.config import ConfigError, FleetSettings, resolve_config_path
+from fleet.config.base import Loc
+from fleet.config.errors import render_validation_error
+from fleet.config.sources import SourcePlan, activated
 from fleet.daemon.broker import acl, bridge, collectors, mosquitto_conf, passwords
 from fleet.daemon.broker.access import Account, problems
 from fleet.daemon.broker.files import (
@@ -65,9 +70,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--root", type=Path, default=None, metavar="DIR",
-        help="an image (scripts/install --root): every path of the configuration, --config "
-        "and --out is read and written inside DIR, and written into the files as the "
-        "machine will see it; the group is --run-as's in DIR/etc/passwd",
+        help="an image (scripts/install --root): --config, --out and the files the broker "
+        "needs (broker.bridge.password_file) are read and written inside DIR, and named in "
+        "the files as the machine will see them; the group is --run-as's in DIR/etc/passwd. "
+        "No other file of the configuration is opened (the fleet's other secrets are not "
+        "needed), with or without --root",
     )  # fmt: skip
     parser.set_defaults(handler=run)
 
@@ -154,16 +161,68 @@ def _sections(role: str, settings: FleetSettings, root: Path | None) -> list[Sec
 
 
 def _load(path: Path, shown: Path) -> FleetSettings | None:
-    # The collector's mqtt.password_file may name the credential this command is about to
-    # write (a first run): no secret of the configuration is needed here, so none is read.
-    environ = {**os.environ, "FLEET_MQTT__PASSWORD_FILE": ""}
+    """The settings as the broker's files need them: from the TOML file at `path` (inside
+    the image with --root) and the environment, opening no other file (see `_NoOtherFiles`)."""
     try:
-        return load_settings(path, environ=environ)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            # In an image the file is named as the machine will see it.
-            sys.stderr.write(problem.replace(str(path), str(shown), 1) + "\n")
+        plan = _NoOtherFiles(path)
+        with activated(plan):
+            settings = FleetSettings()
+        problems = plan.problems
+    except ConfigError as exc:  # the TOML file itself: unreadable, not TOML
+        problems = exc.problems
+    except ValidationError as exc:
+        # As load_settings does (`from None`: pydantic's own text shows input values).
+        problems = plan.scrub(
+            plan.problems
+            + render_validation_error(
+                exc, FleetSettings, plan.source_for, skip=plan.failed_locs.__contains__
+            )
+        )
+    if not problems:
+        return settings
+    for problem in problems:
+        # In an image the file is named as the machine will see it.
+        sys.stderr.write(problem.replace(str(path), str(shown), 1) + "\n")
+    return None
+
+
+# A stand-in for a secret the broker's files never use: 32 hex digits, so that a BTHome
+# bind_key takes it too. It is never written anywhere: only the users' own passwords are.
+_UNREAD = "0" * 32
+
+
+class _NoOtherFiles(SourcePlan):
+    """Loading that opens no file but the TOML file, nor checks that any other exists.
+
+    The broker's files use none of the fleet's secrets (the InfluxDB token, the notification
+    URLs, the collector's mqtt.password_file - on a first run the very credential this
+    command is about to write -, the agent's BTHome keys): a secret whose `*_file` key is
+    set is taken as given, its file unopened, and systemd credentials are not looked at.
+    Nor do they use the collector's TLS client files or the board's certificate, which
+    loading checks exist. Read or checked, all of them would be at this machine's paths,
+    not the image's (--root): failing on a build host without them, or reading its own.
+    """
+
+    _CHECKED = ("tls_cert", "tls_key")  # http's: loading checks that they are files
+    _CHECKED_ENV = ("FLEET_HTTP__TLS_CERT", "FLEET_HTTP__TLS_KEY")
+
+    def __init__(self, path: Path) -> None:
+        environ = {k: v for k, v in os.environ.items() if k.upper() not in self._CHECKED_ENV}
+        environ["FLEET_MQTT__TLS__ENABLED"] = "false"  # its files are checked only when on
+        super().__init__(FleetSettings, path, environ, defer_problems=True)
+        http = self.toml_data.get("http")
+        if isinstance(http, dict):
+            self.toml_data["http"] = {k: v for k, v in http.items() if k not in self._CHECKED}
+
+    def credential(self, name: str, loc: Loc, *, lines: bool = False) -> str | list[str] | None:
         return None
+
+    def secret_file(
+        self, file_loc: Loc, named: Any, loc: Loc, *, lines: bool = False
+    ) -> str | list[str] | None:
+        if not isinstance(named, str | os.PathLike) or not str(named):
+            return None
+        return [_UNREAD] if lines else _UNREAD
 
 
 def _write(

@@ -5,11 +5,10 @@ Five roles, each user exactly one:
 - the **collector** (`mqtt.username`, else `fleet-collector`): reads every site's telemetry,
   availability, acknowledgements and OwnTracks, and is the only writer of alerts and dead
   letters;
-- its **replay** user (`<collector>-replay`): writes telemetry and OwnTracks topics only, for
-  `fleet deadletters replay`, which republishes kept originals to their own topics. It is a
-  user of its own because the broker names every session by its user name
-  (`use_username_as_clientid`): a replay logged in as the collector, with its clean session,
-  would take over the collector's persistent session and wipe what is queued for it;
+- its **replay** user (`<collector>-replay`): writes its collector's telemetry and its sites'
+  phones (broker/phones.py) only, for `fleet deadletters replay`. A user of its own: the
+  broker names sessions by user name (`use_username_as_clientid`), so a replay logged in as
+  the collector would take over its persistent session and wipe what is queued for it;
 - each **agent** of `[[agents]]`: writes its own devices' telemetry and availability topics
   (exact topics: site and kind from the registry) and its own availability, nothing else;
 - each **OwnTracks user** (the user part of a device's `owntracks = "user/device"`): reads
@@ -32,6 +31,7 @@ from typing import Literal
 from fleet.config import FleetSettings
 from fleet.config.collector import USER_RE
 from fleet.daemon import wire
+from fleet.daemon.broker.phones import replay_owntracks
 
 DEFAULT_COLLECTOR_USER = "fleet-collector"
 REPLAY_SUFFIX = "-replay"
@@ -151,10 +151,12 @@ def collector_rights(prefix: str, sites: Sequence[str] = ()) -> tuple[Right, ...
     )
 
 
-def replay_rights(prefix: str, sites: Sequence[str] = ()) -> tuple[Right, ...]:
-    *telemetry, owntracks = wire.subscriptions(prefix, sites)
+def replay_rights(settings: FleetSettings, sites: Sequence[str] = ()) -> tuple[Right, ...]:
+    """Its collector's sites' telemetry and phones (OwnTracks topics carry no site)."""
+    *telemetry, _ = wire.subscriptions(settings.mqtt.topic_prefix, sites)
     why = "republishes kept originals (dead letters) to their own topics, for the collector"
-    return (*(Right("write", t, why) for t in telemetry), Right("write", owntracks, why))
+    phones = [Right("write", t, w) for t, w in replay_owntracks(settings, sites)]
+    return (*(Right("write", t, why) for t in telemetry), *phones)
 
 
 def ack_rights(prefix: str) -> tuple[Right, ...]:
@@ -278,9 +280,9 @@ class _Builder:
                 replay_user(collector),
                 Role.REPLAY,
                 key,
-                replay_rights(self.prefix, sites),
-                "writes telemetry and OwnTracks topics only: `fleet deadletters replay`, "
-                "never as the collector (that would take over the collector's session)",
+                replay_rights(self.settings, sites),
+                "writes its collector's telemetry and phones only: `fleet deadletters "
+                "replay`, never as the collector (that would take over its session)",
             ),
             derived=f"with '{REPLAY_SUFFIX}' added (its replay user) it ",
         )
@@ -391,9 +393,7 @@ class _Builder:
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False

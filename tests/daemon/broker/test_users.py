@@ -93,11 +93,13 @@ WRITERS = {
     "fleet/v1/allingtown/alerts/sw-01/battery_low/ack": {"fleet-collector", "ops"},
     "fleet/v1/westhaven/alerts/sw-02/offline/ack": {"fleet-collector", "ops"},
     "fleet/v1/allingtown/deadletter": {"fleet-collector"},
-    # OwnTracks: each user its own tree (the replay user only replays into it).
+    # OwnTracks: each user its own tree; the replay user replays only the registry's users'
+    # phones (one collector of every site: an unregistered phone of theirs too), no stranger.
     "owntracks/alice/phone": {"alice", REPLAY},
     "owntracks/alice/phone/event": {"alice"},
+    "owntracks/alice/watch": {"alice", REPLAY},
     "owntracks/bob/phone": {"bob", REPLAY},
-    "owntracks/mallory/phone": {REPLAY},
+    "owntracks/mallory/phone": set(),
     # Nobody writes anything else under the prefix.
     "fleet/v1/allingtown/other": set(),
     "fleet/v2/allingtown/segway/sw-01/telemetry": set(),
