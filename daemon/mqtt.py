@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt import _packet as paho_packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_connect_failures import ConnectFailures
+from fleet.daemon.mqtt_publish_decode import lean_decode_publish
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
 _LOG = logging.getLogger(__name__)
@@ -73,6 +75,18 @@ class _ClosedByUs(logging.Filter):
             "Client is not connected"
         )
 
+
+# paho's client calls `_packet.decode_publish` through the module (pinned paho<3).
+setattr(  # noqa: B010 - mypy would refuse an assignment to a module's function
+    paho_packet,
+    "decode_publish",
+    lean_decode_publish(
+        paho_packet.decode_publish,
+        paho_packet.PublishPacket,
+        Properties(PacketTypes.PUBLISH),  # type: ignore[no-untyped-call]
+        MQTTProtocolVersion.MQTTv5,
+    ),
+)
 
 _PAHO_LOG = logging.getLogger("paho")
 _CLOSED_BY_US = _ClosedByUs()
