@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
-from fleet.daemon.mqtt_connect_failures import ConnectFailures
+from fleet.daemon.mqtt_link_log import ClosedByUs, ConnectFailures
 from fleet.daemon.mqtt_publish_decode import lean_decode_publish
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
@@ -59,23 +59,6 @@ class Inbound:
 MessageSink = Callable[[Inbound], None]
 
 
-class _ClosedByUs(logging.Filter):
-    """Drops paho's ERROR "Client is not connected" from the thread of a link we are stopping.
-
-    After our own DISCONNECT closes the socket, paho's thread goes round its loop once
-    more while QoS 1 publishes are still unacknowledged and logs that ERROR: noise at
-    every such clean stop, which would teach operators to ignore paho's errors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopping: set[str] = set()  # paho thread names
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName not in self.stopping or not str(record.msg).startswith(
-            "Client is not connected"
-        )
-
-
 # paho's client calls `_packet.decode_publish` through the module (pinned paho<3).
 setattr(  # noqa: B010 - mypy would refuse an assignment to a module's function
     paho_packet,
@@ -89,7 +72,7 @@ setattr(  # noqa: B010 - mypy would refuse an assignment to a module's function
 )
 
 _PAHO_LOG = logging.getLogger("paho")
-_CLOSED_BY_US = _ClosedByUs()
+_CLOSED_BY_US = ClosedByUs()
 _PAHO_LOG.addFilter(_CLOSED_BY_US)
 
 

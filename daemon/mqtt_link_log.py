@@ -1,4 +1,5 @@
-"""Why the MQTT link cannot connect, said in the log once per reason.
+"""What the MQTT link says about its connection: why it cannot connect (once per reason), and
+nothing of paho's about a socket our own stop closed.
 
 paho calls `on_connect_fail` inside its own `except OSError` around each connection attempt
 and itself logs only "Connection failed, retrying" at DEBUG, without the error: a broker
@@ -58,3 +59,20 @@ class ConnectFailures:
 
     def clear(self) -> None:
         self.reason = None
+
+
+class ClosedByUs(logging.Filter):
+    """Drops paho's ERROR "Client is not connected" from the thread of a link we are stopping.
+
+    After our own DISCONNECT closes the socket, paho's thread goes round its loop once
+    more while QoS 1 publishes are still unacknowledged and logs that ERROR: noise at
+    every such clean stop, which would teach operators to ignore paho's errors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping: set[str] = set()  # paho thread names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName not in self.stopping or not str(record.msg).startswith(
+            "Client is not connected"
+        )
