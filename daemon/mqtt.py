@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_link_log import ClosedByUs, ConnectFailures
-from fleet.daemon.mqtt_publish_decode import lean_decode_publish
+from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
 _LOG = logging.getLogger(__name__)
@@ -59,17 +59,8 @@ class Inbound:
 MessageSink = Callable[[Inbound], None]
 
 
-# paho's client calls `_packet.decode_publish` through the module (pinned paho<3).
-setattr(  # noqa: B010 - mypy would refuse an assignment to a module's function
-    paho_packet,
-    "decode_publish",
-    lean_decode_publish(
-        paho_packet.decode_publish,
-        paho_packet.PublishPacket,
-        Properties(PacketTypes.PUBLISH),  # type: ignore[no-untyped-call]
-        MQTTProtocolVersion.MQTTv5,
-    ),
-)
+_EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+install_lean_decoder(paho_packet, _EMPTY_PUBLISH_PROPERTIES, MQTTProtocolVersion.MQTTv5)
 
 _PAHO_LOG = logging.getLogger("paho")
 _CLOSED_BY_US = ClosedByUs()

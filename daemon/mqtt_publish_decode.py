@@ -51,3 +51,11 @@ def lean_decode_publish(
 
     # Only `__wrapped__` (paho's, for the tests): not paho's name, which would disguise it.
     return functools.update_wrapper(decode, paho_decode, assigned=())
+
+
+def install(packet_module: Any, empty_properties: object, v5: object) -> None:
+    """Puts the lean decoder in paho's `_packet` module, which paho's client calls through
+    the module (pinned paho<3); daemon/mqtt.py passes the module and paho's values."""
+    packet_module.decode_publish = lean_decode_publish(
+        packet_module.decode_publish, packet_module.PublishPacket, empty_properties, v5
+    )
