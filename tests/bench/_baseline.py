@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fleet.daemon import wire
-from tests.bench._common import PREFIX, machine_busy_s
+from tests.bench._machine import PREFIX, machine_busy_s
 from tests.harness.servers import MosquittoServer
 
 TOPIC = wire.subscriptions(PREFIX)[0]  # the telemetry filter, as the collector subscribes it
@@ -146,6 +146,9 @@ def main() -> None:
         expected=args.expected,
         receive_maximum=args.receive_maximum,
     )
+    # Bare paho, not ours: fleet.daemon.mqtt installs the lean PUBLISH decoder when imported.
+    if "fleet.daemon.mqtt" in sys.modules:
+        raise SystemExit("the baseline imported fleet.daemon.mqtt: it would not be bare paho")
     if args.mode == "session":
         sub.connect(clean_start=True)
         sub.disconnect()

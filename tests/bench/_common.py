@@ -17,13 +17,13 @@ from pathlib import Path
 import psutil
 
 from fleet.daemon import wire
+from tests.bench._machine import PREFIX
 from tests.harness.fleet import write_config
 from tests.harness.process import spawn, stop_process
 from tests.harness.servers import InfluxServer, MosquittoServer
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-PREFIX = "fleet"
 DATABASE = "fleet"
 SITES = ("allingtown", "westhaven")
 
@@ -145,12 +145,6 @@ class CollectorProcess:
 
     def stop(self) -> int:
         return stop_process(self._proc, timeout=60)
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, every process) since boot."""
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 def rss_parts(pid: int) -> dict[str, float]:

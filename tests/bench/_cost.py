@@ -19,7 +19,6 @@ from pathlib import Path
 from fleet.config import load_settings
 from fleet.daemon import wire
 from tests.bench._common import (
-    PREFIX,
     CollectorProcess,
     Publisher,
     Table,
@@ -28,6 +27,7 @@ from tests.bench._common import (
     process_cpu_s,
     write_bench_config,
 )
+from tests.bench._machine import PREFIX
 from tests.harness.servers import InfluxServer, MosquittoServer
 
 TELEMETRY = wire.subscriptions(PREFIX)[0]

@@ -28,7 +28,6 @@ from fleet.daemon import wire
 from tests.bench._baseline import forget_session
 from tests.bench._common import (
     DATABASE,
-    PREFIX,
     PYTHON,
     REPO,
     CollectorProcess,
@@ -36,9 +35,9 @@ from tests.bench._common import (
     RssSampler,
     Table,
     battery_count,
-    machine_busy_s,
     write_bench_config,
 )
+from tests.bench._machine import PREFIX, machine_busy_s
 from tests.harness.servers import InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until
 

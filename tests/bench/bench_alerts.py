@@ -36,7 +36,8 @@ from fleet.config import load_settings
 from fleet.daemon import wire
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.mqtt import Inbound, MqttLink
-from tests.bench._common import PREFIX, Table, machine, percentile, write_bench_config
+from tests.bench._common import Table, machine, percentile, write_bench_config
+from tests.bench._machine import PREFIX
 from tests.harness.servers import InfluxServer, MosquittoServer
 
 DEVICE = "sw-bench"

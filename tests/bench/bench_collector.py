@@ -30,7 +30,6 @@ from fleet.daemon import wire
 from fleet.daemon.collector.app import Collector
 from fleet.daemon.mqtt import Inbound
 from tests.bench._common import (
-    PREFIX,
     CollectorProcess,
     Fleet,
     Publisher,
@@ -46,6 +45,7 @@ from tests.bench._common import (
 )
 from tests.bench._cost import scenario_cost
 from tests.bench._drain import bare_drain, scenario_drain
+from tests.bench._machine import PREFIX
 from tests.harness.servers import InfluxError, InfluxServer, MosquittoServer
 from tests.harness.waiting import wait_until
 

@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fleet.daemon import wire
-from tests.bench._common import PREFIX, PYTHON, Publisher, write_bench_config
+from tests.bench._common import PYTHON, Publisher, write_bench_config
+from tests.bench._machine import PREFIX
 from tests.harness.process import spawn, stop_process
 from tests.harness.servers import InfluxServer, MosquittoServer
 
