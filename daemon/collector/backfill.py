@@ -10,11 +10,22 @@ backlog - would never reach the roll-up the long-range panels read. So:
    become pending, durably (late.PendingHours, in the spool's file);
 2. this part's loop, once the backlog has drained (less than one batch spooled, InfluxDB
    taking writes) and an hour has had no late point for `backfill_settle_s`, runs the CQ's
-   own SELECT ... INTO restricted to `time >= hour AND time < hour + n h` (consecutive hours
-   together, at most MAX_HOURS_PER_STATEMENT), at most `backfill_hours_per_minute` hours in
-   any minute. An hour leaves the pending set only once InfluxDB answered OK and no late
-   point came for it meanwhile; a failure keeps it and retries it after the writer's
+   own SELECT ... INTO restricted to `time >= hour AND time < hour + 1h`, one hour and one
+   measurement a statement, at most `backfill_hours_per_minute` hours in any minute. An
+   hour leaves the pending set only once InfluxDB answered OK for every measurement and no
+   late point came for it meanwhile; a failure keeps it and retries it after the writer's
    backoff (influx.write_backoff_*).
+
+A statement's cost is the whole fleet's hour (tests/bench/bench_backfill.py: at 1,000
+devices x 1 Hz on 2 cores, 14-43 s for battery, 5-18 s for location, 23-55 s for status,
+InfluxDB using about a core meanwhile). So it has its own timeout, `backfill_timeout_s`, and
+its own connections: the writer's short `timeout_s` bounds a write, never a recompute, and a
+statement running for minutes holds no connection the writer needs. The timeout must be
+long enough, not merely retried: InfluxDB 1.6 abandons a statement whose client left
+(measured: gone within ~2 s), so a statement cut short by the client is never finished and
+would fail again at every retry. Hours are not grouped into one statement: one statement
+over 6 hours cost the same as six over one (measured at 20 devices), while at the design
+point it would run ~3 minutes for status alone.
 
 InfluxDB 1.x only (the API v1 with a roll-up): 2.x and 3.x have no continuous queries and
 their InfluxQL has no SELECT ... INTO, so there is nothing this could run there.
@@ -42,9 +53,6 @@ _LOG = logging.getLogger(__name__)
 # How far InfluxDB's clock may be ahead of the collector's: a point taken this close before
 # its hour's last CQ run counts as late (and is recomputed once more, which is harmless).
 CLOCK_MARGIN_MS = 60_000
-# Consecutive hours in one statement: fewer round trips, while one statement still reads
-# a bounded share of the raw data (a statement must finish within influx.timeout_s).
-MAX_HOURS_PER_STATEMENT = 6
 POLL_S = 1.0
 _MINUTE_S = 60.0
 
@@ -84,10 +92,12 @@ class RollupBackfill:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         monotonic: Callable[[], float] = time.monotonic,
         poll_s: float = POLL_S,
+        close: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._spool = spool
         self._query = query
+        self._close = close  # its own InfluxDB connections, at the end of run()
         self._drained = backlog_drained
         self._clock_ms = clock_ms
         self._monotonic = monotonic
@@ -164,6 +174,7 @@ class RollupBackfill:
                 stop.wait(delay)
         finally:
             self._spool.close()  # this thread's connection
+            self._close()
 
     def step(self) -> float:
         """At most one statement; returns how long to wait before the next step."""
@@ -178,7 +189,7 @@ class RollupBackfill:
         due = self.pending.due(allowance)
         if not due:
             return self._poll_s
-        run = _first_run(due)
+        run = due[:1]
         self._spent.append((now, len(run)))
         return self._recompute(run)
 
@@ -198,7 +209,7 @@ class RollupBackfill:
             return self._recomputed(run)
         self.counters.failures += 1
         wait = self.pending.failed(run, self._backoff)
-        what = "unreachable" if result.status == 0 else f"answered {result.status}"
+        what = _failure(result, s.backfill_timeout_s)
         log = _LOG.debug if self._failing else _LOG.warning
         log(
             "roll-up of %s (%d h) not recomputed: InfluxDB %s (%.300s); "
@@ -247,21 +258,17 @@ class RollupBackfill:
         }
 
 
-def _first_run(due: list[Taken]) -> list[Taken]:
-    """The oldest consecutive hours among `due` (sorted), at most MAX_HOURS_PER_STATEMENT;
-    an hour that failed before goes alone, so an hour InfluxDB keeps refusing holds no
-    other back."""
-    run = [due[0]]
-    for taken in due[1:]:
-        if (
-            run[0].retry
-            or taken.retry
-            or len(run) == MAX_HOURS_PER_STATEMENT
-            or taken.hour != run[-1].hour + rollup.HOUR_MS
-        ):
-            break
-        run.append(taken)
-    return run
+def _failure(result: WriteResult, timeout_s: float) -> str:
+    """What went wrong, worded for the log; a timeout names the key that sets it."""
+    if result.status != 0:
+        return f"answered {result.status}"
+    if result.body.startswith("ReadTimeoutError"):  # sinks.V1Sink's words for urllib3's
+        # Retrying does not help: InfluxDB dropped the statement when we left.
+        return (
+            f"did not finish within influx.backfill_timeout_s ({timeout_s:g} s; "
+            "a statement reads the whole fleet's hour - raise it)"
+        )
+    return "unreachable"
 
 
 def make_backfill(
@@ -271,7 +278,13 @@ def make_backfill(
     *,
     backlog_drained: Callable[[], bool],
 ) -> RollupBackfill | None:
-    """The part, where there is a roll-up this collector can recompute: InfluxDB 1.x."""
+    """The part, where there is a roll-up this collector can recompute: InfluxDB 1.x.
+
+    `sink` is the writer's; the part gets a sink of its own with `backfill_timeout_s`, so
+    neither side's timeout or connections bound the other's."""
     if settings.api != "v1" or not settings.downsample_policy or not isinstance(sink, V1Sink):
         return None
-    return RollupBackfill(settings, spool, sink.query, backlog_drained=backlog_drained)
+    own = V1Sink(settings.model_copy(update={"timeout_s": settings.backfill_timeout_s}))
+    return RollupBackfill(
+        settings, spool, own.query, backlog_drained=backlog_drained, close=own.close
+    )

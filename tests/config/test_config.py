@@ -428,6 +428,18 @@ BROKEN = [
         id="out-of-range",
     ),
     pytest.param(
+        "[influx]\nbackfill_timeout_s = 0\n",
+        {},
+        ["{src}: influx.backfill_timeout_s: Input should be greater than 0"],
+        id="backfill-timeout-zero",
+    ),
+    pytest.param(
+        "[influx]\nbackfill_timeout_s = 7200\n",
+        {},
+        ["{src}: influx.backfill_timeout_s: Input should be less than or equal to 3600"],
+        id="backfill-timeout-over-an-hour",
+    ),
+    pytest.param(
         '[mqtt]\nusername = "u"\npassword_fle = "/x"\n',
         {},
         ["{src}: mqtt.password_fle: unknown key; did you mean 'password_file'?"],

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fleet.config.influx import InfluxSettings
 from fleet.daemon.collector import rollup
-from fleet.daemon.collector.backfill import MAX_HOURS_PER_STATEMENT, RollupBackfill, pending_key
+from fleet.daemon.collector.backfill import RollupBackfill, pending_key
 from fleet.daemon.collector.late import PendingHours, Taken, late_points
 from fleet.daemon.collector.sinks import WriteResult
 from fleet.daemon.spool import Spool, SpoolRow
@@ -282,15 +282,16 @@ def _hours_of(statement: str) -> tuple[int, int]:
     return int(start), int(rest.split("ms", 1)[0])
 
 
-def test_consecutive_hours_go_together_and_each_measurement_is_recomputed(spool: Spool) -> None:
+def test_each_hour_and_each_measurement_is_a_statement_of_its_own(spool: Spool) -> None:
     query = FakeInflux()
     backfill = _backfill(spool, Clock(), query)
     hours = [at(h) for h in (0, 1, 2, 3, 4, 5, 6, 7, 9)]
     backfill.pending.note(hours)
     while len(backfill.pending):
         assert backfill.step() == 0.0
-    # One statement a request, each measurement's for each run of consecutive hours.
-    runs = [(at(0), at(0) + MAX_HOURS_PER_STATEMENT * H), (at(6), at(8)), (at(9), at(10))]
+    # One statement a request, oldest hour first; consecutive hours are not grouped (one
+    # hour of a 1,000-device fleet is ~20-35 s of InfluxDB's time already).
+    runs = [(hour, hour + H) for hour in hours]
     assert [_hours_of(s) for s in query.statements] == [r for r in runs for _ in range(3)]
     assert [s.split(" INTO ")[1].split(" FROM ")[0] for s in query.statements] == [
         f'"fleet"."rp_1h"."{m}"' for _ in runs for m in rollup.measurements()
@@ -331,25 +332,54 @@ def test_a_refused_statement_keeps_its_hours_and_is_retried_after_the_backoff(
     query.answer = WriteResult(400, "retention policy not found: rp_1h")
     with caplog.at_level(logging.WARNING):
         assert backfill.step() == 0.0
+        assert backfill.step() == 0.0  # the next hour is tried: refused too
     assert "kept pending" in caplog.text
     assert "retention policy not found" in caplog.text
     assert backfill.step() == 1.0  # both hours wait for their retry: nothing due
-    assert len(query.statements) == 1  # the first measurement's failed: the others wait too
+    assert len(query.statements) == 2  # each hour's first measurement failed: the others wait
     assert backfill.pending.hours() == [at(3), at(4)]
-    assert backfill.fields()["rollup_backfill_failures"] == 1
+    assert backfill.fields()["rollup_backfill_failures"] == 2
     query.answer = WriteResult(200, "")
     clock.now += 2.0  # the first pause: 1-2 s (equal jitter)
     assert backfill.step() == 0.0
-    assert backfill.step() == 0.0  # a retried hour goes on its own
+    assert backfill.step() == 0.0
     assert backfill.pending.hours() == []
-    assert [_hours_of(s) for s in query.statements[1::3]] == [(at(3), at(4)), (at(4), at(5))]
+    assert [_hours_of(s) for s in query.statements[2::3]] == [(at(3), at(4)), (at(4), at(5))]
     assert backfill.fields() == {
         "rollup_late_points": 0,
         "rollup_late_hours": 0,
         "rollup_backfilled_hours": 2,
-        "rollup_backfill_failures": 1,
+        "rollup_backfill_failures": 2,
         "rollup_errors": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            "ReadTimeoutError: HTTPConnectionPool(host='db', port=8086): Read timed out. "
+            "(read timeout=300.0)",
+            "did not finish within influx.backfill_timeout_s (300 s; a statement reads the "
+            "whole fleet's hour - raise it)",
+        ),
+        (
+            "MaxRetryError: HTTPConnectionPool(host='db', port=8086): Connection refused",
+            "unreachable",
+        ),
+    ],
+)
+def test_a_statement_cut_short_by_its_timeout_names_the_key_that_sets_it(
+    spool: Spool, caplog: pytest.LogCaptureFixture, body: str, said: str
+) -> None:
+    query = FakeInflux()
+    backfill = _backfill(spool, Clock(), query)
+    backfill.pending.note([at(3)])
+    query.answer = WriteResult(0, body)
+    with caplog.at_level(logging.WARNING):
+        assert backfill.step() == 0.0
+    assert f"roll-up of 2026-03-10 03:00 UTC (1 h) not recomputed: InfluxDB {said} (" in caplog.text
+    assert backfill.pending.hours() == [at(3)]
 
 
 def test_nothing_is_recomputed_while_the_backlog_drains_or_before_an_hour_settles(
@@ -399,7 +429,7 @@ def test_an_hour_influxdb_keeps_refusing_holds_no_other_back(spool: Spool) -> No
 
     backfill = _backfill(spool, clock, influx)  # type: ignore[arg-type]
     backfill.pending.note([at(3), at(4), at(5), at(6)])
-    assert backfill.step() == 0.0  # 03:00-07:00 together: refused
+    assert backfill.step() == 0.0  # 03:00 on its own: recomputed
     for _ in range(5):
         clock.now += 10.0  # past every pause
         while backfill.step() == 0.0:
