@@ -46,8 +46,8 @@ from fleet.drivers.ninebot.config import NinebotBleConfig
 from fleet.drivers.ninebot.crypto import NinebotCrypto, Refusal
 from fleet.drivers.ninebot.frames import Framing
 from fleet.drivers.ninebot.pairing import KeyStore, NoInitReply, PairingError, handshake
-from fleet.drivers.ninebot.poll import HOST_BLE, ReadRequest, poll_interval
-from fleet.drivers.ninebot.registers import MODELS, Target, to_reading
+from fleet.drivers.ninebot.poll import HOST_BLE, ReadRequest, poll_interval, until_next_tick
+from fleet.drivers.ninebot.registers import MODELS, Target
 from fleet.drivers.ninebot.session import Exchange, PollResult
 from fleet.drivers.readings import State
 
@@ -319,13 +319,15 @@ class NinebotBle:
                 idle_s=cfg.idle_poll_interval_s,
                 charging_s=cfg.charging_poll_interval_s,
             )
-            wait = max(0.0, started + interval - loop.time())
+            # On the shared ticks (poll.until_next_tick), as the serial scooters: the
+            # loop wakes once a tick for every scooter, whenever each one connected.
+            wait = until_next_tick(started, loop.time(), interval)
             await until_event(asyncio.sleep(wait, True), *stop)
             self._check_link(link, lost)
 
     def _emit(self, sink: DriverSink, result: PollResult) -> State | None:
         """Publishes the poll's reading; its state picks the next poll's interval."""
-        reading = to_reading(self._config.device, self._clock(), result.esc, result.bms)
+        reading = result.reading(self._config.device, self._clock())
         if reading is None:
             return None
         if reading.status is not None and self._rssi is not None:

@@ -7,9 +7,10 @@ raises: a missing word, a sentinel or an implausible value leaves that field Non
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 
 class Kind(Enum):
@@ -52,12 +53,13 @@ class DecodePlan:
     The tables say what every field means; walking them per reading (resolve the
     named scale, branch on the kind, test for "no scale", read the range) cost
     more than the reading's I/O with a hundred scooters polled every second. The
-    plan resolves all of it when first asked for, so a decode is one loop over
-    plain tuples. Same values, same None for absent / unavailable / implausible:
-    a property test holds it to the table walk (tests/drivers/ninebot/).
+    plan resolves all of it when first asked for, into one generated function
+    (`_compile`) that does only each field's own arithmetic. Same values, same None
+    for absent / unavailable / implausible: property tests hold it to the table
+    walk (tests/drivers/ninebot/test_ninebot_decode_plan.py).
     """
 
-    __slots__ = ("_steps", "fields")
+    __slots__ = ("_steps", "decode", "fields")
 
     def __init__(self, fields: tuple[Field, ...], scales: Mapping[str, float]) -> None:
         self.fields = fields
@@ -84,42 +86,80 @@ class DecodePlan:
             )
         self._steps: tuple[_Step, ...] = tuple(steps)
 
-    def decode(self, words: Mapping[int, int]) -> dict[str, float | int | None]:
-        """Every field from `words`: scaled, offset, or None when absent/unavailable/implausible."""
-        out: dict[str, float | int | None] = {}
-        get = words.get
-        for name, reg, kind, scale, offset, unavailable, rounds, lo, hi in self._steps:
-            raw = get(reg)
-            if raw is None:
-                out[name] = None
-                continue
-            if kind:  # anything but a plain u16
-                if kind == _I16:
-                    if raw & 0x8000:
-                        raw -= 0x10000
-                elif kind == _LO_BYTE:
-                    raw &= 0xFF
-                elif kind == _HI_BYTE:
-                    raw >>= 8
-                else:
-                    high = get(reg + 1)
-                    if high is None:
-                        out[name] = None
-                        continue
-                    raw |= high << 16
-            if raw == unavailable:
-                out[name] = None
-                continue
-            value: float | int = raw
-            if scale is not None:
-                value = raw * scale + offset
-                if rounds:
-                    value = round(value, 6)
-            if lo is not None and not lo <= value <= hi:  # type: ignore[operator]
-                out[name] = None
-                continue
-            out[name] = value
-        return out
+        self.decode: Callable[[Mapping[int, int]], dict[str, float | int | None]] = _compile(
+            self._steps
+        )
+        """Every field from `words` (16-bit words, as a `RegisterBank` holds them): scaled,
+        offset, or None when absent/unavailable/implausible."""
+
+
+def _power_of_ten(scale: float | None, offset: float) -> float | None:
+    """10.0 ** k (signed) when `raw * scale + offset` rounded to 6 places is `raw / that`.
+
+    For scale = ±1e-k (k <= 6) and no offset, the 6-place rounding only undoes the product's
+    error: the result is the decimal raw / 10**k, and IEEE division by the exact 10.0**k
+    gives that decimal's nearest double, as round() does - for any raw below 2**32 (a
+    product's error, below 1e-7, never reaches the rounding's half step of 5e-7). The
+    division is several times cheaper than the product and the round."""
+    if scale is None or not isinstance(scale, float) or offset != 0:
+        return None
+    for k in range(1, 7):
+        if abs(scale) == float(f"1e-{k}"):
+            return float(10**k) if scale > 0 else -float(10**k)
+    return None
+
+
+def _compile(steps: tuple[_Step, ...]) -> Callable[[Mapping[int, int]], dict[str, Any]]:
+    """The steps as one straight-line function: no loop, no tuple unpacking, no branch on
+    the kind or on an absent scale - just the field's own arithmetic, with the step's
+    constants written in (their reprs: exact for ints and floats).
+
+    Generated like the `__init__` of a dataclass, from the tables only; the property tests
+    hold it to the table walk for the real tables and for arbitrary ones."""
+    lines = ["def decode(words):", "    get = words.get"]
+    for i, (_, reg, kind, scale, offset, unavailable, rounds, lo, hi) in enumerate(steps):
+        v = f"v{i}"
+        body: list[str] = []
+        if kind == _I16:
+            body.append("if raw & 0x8000: raw -= 0x10000")
+        elif kind == _LO_BYTE:
+            body.append("raw &= 0xFF")
+        elif kind == _HI_BYTE:
+            body.append("raw >>= 8")
+        elif kind == _U32:
+            body += [
+                f"high = get({reg + 1!r})",
+                "if high is None: raw = None",
+                "else: raw |= high << 16",
+            ]
+        tail: list[str] = []
+        divisor = _power_of_ten(scale, offset) if rounds else None
+        if scale is None:
+            tail.append(f"{v} = raw")
+        elif divisor is not None:
+            tail.append(f"{v} = raw / {divisor!r} + {offset!r}")  # + 0.0: -0.0 becomes 0.0
+        elif rounds:
+            tail.append(f"{v} = round(raw * {scale!r} + {offset!r}, 6)")
+        else:
+            tail.append(f"{v} = raw * {scale!r} + {offset!r}")
+        if lo is not None:
+            tail.append(f"if not {lo!r} <= {v} <= {hi!r}: {v} = None")
+        guard = "raw is None"
+        if unavailable is not None:
+            guard += f" or raw == {unavailable!r}"
+        lines.append(f"    raw = get({reg!r})")
+        if body:
+            lines.append("    if raw is not None:")
+            lines += [f"        {line}" for line in body]
+        lines.append(f"    if {guard}: {v} = None")
+        lines.append("    else:")
+        lines += [f"        {line}" for line in tail]
+    names = ", ".join(f"{step[0]!r}: v{i}" for i, step in enumerate(steps))
+    lines.append(f"    return {{{names}}}")
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<ninebot decode plan>", "exec"), namespace)  # noqa: S102 - our own tables
+    decode: Callable[[Mapping[int, int]], dict[str, Any]] = namespace["decode"]
+    return decode
 
 
 # Plans by (table, model scales): a few entries, made on first use. The table's identity is

@@ -23,6 +23,7 @@ from enum import Enum
 NINEBOT_HEADER = b"\x5a\xa5"
 XIAOMI_HEADER = b"\x55\xaa"
 _HEADER_FIRST = frozenset((NINEBOT_HEADER[0], XIAOMI_HEADER[0]))
+_HEADERS = (NINEBOT_HEADER, XIAOMI_HEADER)
 
 # Bytes around the payload: header 2 + length/addr/cmd/arg (+ src/dst) + checksum 2.
 _NINEBOT_OVERHEAD = 9
@@ -103,6 +104,8 @@ def _parse_at(buf: bytearray, start: int, total: int) -> Frame | None:
 
 def _find_header(buf: bytearray) -> int:
     """Index of the first header; a lone trailing first byte counts (its pair may follow)."""
+    if buf.startswith(_HEADERS):  # the usual case: a reply starts the buffer
+        return 0
     found = [i for i in (buf.find(NINEBOT_HEADER), buf.find(XIAOMI_HEADER)) if i >= 0]
     if found:
         return min(found)

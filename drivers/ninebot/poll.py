@@ -133,6 +133,20 @@ def poll_interval(
     return riding_s
 
 
+def until_next_tick(started: float, now: float, interval: float) -> float:
+    """Seconds from `now` to the first multiple of `interval` after `started` (0 if past).
+
+    On the loop's monotonic clock: every driver of the agent polling at the same
+    interval - serial and BLE alike - starts its cycles at the same instants, so
+    the event loop wakes once a tick for all of them instead of once per scooter,
+    and their readings reach the outbox together - one transaction (one fsync) and
+    one publish round for all. Each scooter is on its own port or BLE link, so
+    nothing on the wire changes. A cycle that overran its interval is followed at
+    once, as before the ticks.
+    """
+    return max(0.0, started - started % interval + interval - now)
+
+
 def encode_read(req: ReadRequest, model: ModelProfile, host: int) -> bytes:
     """The bytes of a register read of `req` in the model's framing (command 0x01, always)."""
     if model.framing is Framing.NINEBOT:

@@ -24,16 +24,16 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import serial
 
 from fleet.drivers.backoff import Backoff
 from fleet.drivers.base import DriverSink
 from fleet.drivers.ninebot.config import NinebotSerialConfig
-from fleet.drivers.ninebot.poll import HOST_SERIAL, poll_interval
-from fleet.drivers.ninebot.registers import MODELS, to_reading
-from fleet.drivers.ninebot.session import Exchange
+from fleet.drivers.ninebot.poll import HOST_SERIAL, poll_interval, until_next_tick
+from fleet.drivers.ninebot.registers import MODELS
+from fleet.drivers.ninebot.session import Exchange, PollResult
 
 _LOG = logging.getLogger(__name__)
 
@@ -68,22 +68,7 @@ async def open_port(port: str, baudrate: int) -> SerialPort:
     return await loop.run_in_executor(None, lambda: serial.Serial(port, baudrate, timeout=0))
 
 
-def until_next_tick(started: float, now: float, interval: float) -> float:
-    """Seconds from `now` to the first multiple of `interval` after `started` (0 if past).
-
-    On the loop's monotonic clock: every driver of the agent polling at the same
-    interval starts its cycles at the same instants, so the event loop wakes once
-    a tick for all of them instead of once per scooter, and their readings reach
-    the outbox together - one transaction (one fsync) and one publish round for
-    all. Each scooter is on its own port, so nothing on the wire changes. A cycle
-    that overran its interval is followed at once, as before the ticks.
-    """
-    return max(0.0, started - started % interval + interval - now)
-
-
-async def _wait_tick(interval: float, started: float) -> None:
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep(until_next_tick(started, loop.time(), interval))
+__all__ = ["NinebotSerial", "PortLink", "open_port", "until_next_tick"]
 
 
 class PortLink:
@@ -108,15 +93,15 @@ class PortLink:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
         if not data:
-            self._fail(ConnectionError("end of stream"))
+            self.fail(ConnectionError("end of stream"))
             return
         try:
             self._consume(data)
         except Exception as exc:  # noqa: BLE001 - a bug: ends the session, re-raised there
-            self._fail(exc)
+            self.fail(exc)
 
     def write(self, data: bytes) -> None:
         if self.lost.done():
@@ -124,20 +109,21 @@ class PortLink:
         try:
             sent = os.write(self._fd, data)
         except OSError as exc:  # BlockingIOError included
-            self._fail(exc)
+            self.fail(exc)
             raise
         if sent != len(data):
             short = ConnectionError(f"serial port took {sent} of {len(data)} bytes")
-            self._fail(short)
+            self.fail(short)
             raise short
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """The link is broken (`exc` says how): reading stops, `lost` resolves."""
         self._loop.remove_reader(self._fd)
         if not self.lost.done():
             self.lost.set_result(exc)
 
     def close(self) -> None:
-        self._fail(ConnectionError("closed"))
+        self.fail(ConnectionError("closed"))
         self._port.close()
 
 
@@ -152,10 +138,10 @@ class NinebotSerial:
         *,
         clock: Callable[[], int] = _wall_ms,
         open_serial: OpenSerial = open_port,
-        wait_tick: Callable[[float, float], Awaitable[None]] | None = None,
+        tick_delay: Callable[[float, float, float], float] = until_next_tick,
     ) -> None:
-        # (interval, cycle start) -> waits for the next tick; tests see the interval chosen.
-        self._wait_tick = wait_tick or _wait_tick
+        # (cycle start, now, interval) -> seconds to the next cycle; tests see the interval.
+        self._tick_delay = tick_delay
         self._config = config
         self._clock = clock
         self._open = open_serial
@@ -183,69 +169,56 @@ class NinebotSerial:
             await asyncio.sleep(self._backoff.next())
 
     async def _session(self, port: SerialPort, sink: DriverSink) -> None:
-        link: PortLink | None = None
+        cfg = self._config
 
-        async def send(data: bytes) -> None:
-            assert link is not None
+        async def send(data: bytes) -> None:  # Exchange.poll's form; the cycles use `start`
             link.write(data)
 
-        exchange = Exchange(
-            self._model,
-            HOST_SERIAL,
-            send,
-            self._config.response_timeout_s,
-            name=self._config.device,
-        )
+        exchange = Exchange(self._model, HOST_SERIAL, send, cfg.response_timeout_s, name=cfg.device)
         try:
             link = PortLink(port, exchange.feed)
         except BaseException:
             port.close()
             raise
-        poller = asyncio.create_task(self._poll_loop(exchange, sink))
+        cycles = _Cycles(self, exchange, link, sink)
         try:
-            either: list[asyncio.Future[Any]] = [poller, link.lost]
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            cycles.begin()
+            # Everything else happens in callbacks (the port's reader, the timers) until
+            # the port fails or a callback does: `lost` then holds why. Not awaited itself,
+            # so that cancelling the driver does not cancel it.
+            await asyncio.wait([link.lost])
         finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+            cycles.stop()
             link.close()
-        if not poller.cancelled() and (failure := poller.exception()) is not None:
-            raise failure  # a write that failed, or a bug: re-raised as before
         # A port error (OSError) reopens the port; anything else is a bug, for the supervisor.
         raise link.lost.result()
 
-    async def _poll_loop(self, exchange: Exchange, sink: DriverSink) -> None:
+    def _cycle_done(self, result: PollResult, sink: DriverSink, misses: int) -> tuple[float, int]:
+        """A cycle's result reported; returns the interval to the next one and the misses."""
         cfg = self._config
-        loop = asyncio.get_running_loop()
-        misses = 0
-        cycle = 0
-        while True:
-            started = loop.time()
-            result = await exchange.poll(cycle)
-            cycle += 1
-            self.cycles += 1
-            state = None
-            if result.answered:
-                misses = 0
-                self._backoff.reset()
-                self._set_online(sink, True, "")
-                reading = to_reading(cfg.device, self._clock(), result.esc, result.bms)
-                if reading is not None:
-                    sink.reading(reading)
-                    state = reading.status.state if reading.status is not None else None
-            else:
-                misses += 1
-                if misses >= cfg.offline_after_misses:
-                    self._set_online(
-                        sink, False, f"no reply from the scooter on {cfg.port} ({misses} polls)"
-                    )
-            interval = poll_interval(
-                state,
-                riding_s=cfg.poll_interval_s,
-                idle_s=cfg.idle_poll_interval_s,
-                charging_s=cfg.charging_poll_interval_s,
-            )
-            await self._wait_tick(interval, started)
+        self.cycles += 1
+        state = None
+        if result.answered:
+            misses = 0
+            self._backoff.reset()
+            self._set_online(sink, True, "")
+            reading = result.reading(cfg.device, self._clock())
+            if reading is not None:
+                sink.reading(reading)
+                state = reading.status.state if reading.status is not None else None
+        else:
+            misses += 1
+            if misses >= cfg.offline_after_misses:
+                self._set_online(
+                    sink, False, f"no reply from the scooter on {cfg.port} ({misses} polls)"
+                )
+        interval = poll_interval(
+            state,
+            riding_s=cfg.poll_interval_s,
+            idle_s=cfg.idle_poll_interval_s,
+            charging_s=cfg.charging_poll_interval_s,
+        )
+        return interval, misses
 
     def _set_online(self, sink: DriverSink, online: bool, detail: str) -> None:
         if online == self._online:
@@ -256,3 +229,38 @@ class NinebotSerial:
         else:
             _LOG.warning("%s: offline: %s", self._config.device, detail)
         sink.availability(self._config.device, online, detail)
+
+
+class _Cycles:
+    """One port's poll cycles, driven by the loop's callbacks: the next cycle starts from a
+    timer on the shared tick, its requests go out from the port's reader (Exchange.start)."""
+
+    def __init__(
+        self, driver: NinebotSerial, exchange: Exchange, link: PortLink, sink: DriverSink
+    ) -> None:
+        self._driver, self._exchange, self._link, self._sink = driver, exchange, link, sink
+        self._loop = asyncio.get_running_loop()
+        self._cycle = 0
+        self._misses = 0
+        self._started = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> None:
+        self._timer = None
+        self._started = self._loop.time()
+        try:
+            self._exchange.start(self._cycle, self._link.write, self._done, self._link.fail)
+        except Exception as exc:  # noqa: BLE001 - the session's `lost` carries it
+            self._link.fail(exc)
+
+    def _done(self, result: PollResult) -> None:
+        self._cycle += 1
+        interval, self._misses = self._driver._cycle_done(result, self._sink, self._misses)
+        now = self._loop.time()
+        delay = self._driver._tick_delay(self._started, now, interval)
+        self._timer = self._loop.call_at(now + delay, self.begin)
+
+    def stop(self) -> None:
+        self._exchange.stop()
+        if self._timer is not None:
+            self._timer.cancel()

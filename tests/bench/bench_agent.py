@@ -1,7 +1,8 @@
 """Agent CPU polling many emulated Ninebot scooters on real PTYs, against a bare loop.
 
     .venv/bin/python tests/bench/bench_agent.py [--devices 100] [--seconds 30] [--quick]
-        [--mix both|riding|station] [--windows 3]
+        [--mix both|riding|station] [--windows 3] [--tree NAME=PATH ...] [--rounds 1]
+        [--profile DIR]
 
 Processes: the scooter emulators (tests/drivers/emulators/ninebot.py, one PTY pair and one
 thread per scooter), then, one after the other against the same emulators:
@@ -11,9 +12,15 @@ thread per scooter), then, one after the other against the same emulators:
   the driver's own read requests (poll.SCHEDULE, pre-encoded) and waits for each reply to be
   framed - the serial I/O the job cannot avoid at 1 Hz, nothing else (no decoding, no
   reading, no outbox, no MQTT);
-- `fleet agent` as systemd runs it: one `ninebot_serial` driver per scooter with the
-  production defaults (`poll_interval_s = 1.0`, idle and charging 10 s, fsync'd outbox, INFO
-  logging), publishing to a private Mosquitto.
+- `fleet agent` as systemd runs it (`python -m fleet.daemon.cli agent`): one
+  `ninebot_serial` driver per scooter with the production defaults (`poll_interval_s = 1.0`,
+  idle and charging 10 s, fsync'd outbox, INFO logging), publishing to a private Mosquitto.
+
+Before and after a change, in one run: `--tree before=/tmp/agent-before --tree after=PATH`
+(e.g. `git archive HEAD | tar -x -C /tmp/agent-before`) starts each tree's agent in turn on
+the same emulators and broker, `--rounds` times, so both see the same machine load; each
+tree's median and its ratio to the first tree's are printed. `--profile DIR` adds one window
+per tree under py-spy (`--gil --threads`, raw) after the measured ones.
 
 Two mixes of scooter states (`--mix both`, the default, runs each on fresh emulators):
 
@@ -36,11 +43,14 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -52,7 +62,6 @@ RIDING_INTERVAL_S, SLOW_INTERVAL_S = 1.0, 10.0  # the driver's defaults
 STATION_MIX = (0.2, 0.3, 0.5)  # shares of riding, standing and charging scooters
 WARMUP_S = 5.0
 PYTHON = sys.executable
-FLEET = str(Path(sys.executable).with_name("fleet"))
 SCRIPT = str(Path(__file__).resolve())
 
 
@@ -196,27 +205,70 @@ outbox_path = "{work / "outbox.sqlite"}"
     return path
 
 
-def run(devices: int, seconds: float, windows: int, mixes: list[str], keep: bool) -> int:
+def run(
+    devices: int,
+    seconds: float,
+    windows: int,
+    mixes: list[str],
+    keep: bool,
+    trees: list[tuple[str, Path | None]],
+    rounds: int,
+    profile: Path | None,
+) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"{devices} emulated scooters, {windows} window(s) of {seconds:.0f} s after {WARMUP_S} s")
+    if len(trees) > 1 or rounds > 1:
+        names = ", ".join(name for name, _ in trees)
+        print(f"trees {names}: alternated, {rounds} round(s), each agent on the same emulators")
     rows: list[str] = []
     for mix in mixes:
-        code = run_mix(devices, seconds, windows, mix, keep, rows)
+        code = run_mix(devices, seconds, windows, mix, keep, rows, trees, rounds, profile)
         if code:
             return code
     print()
     print(
-        "| mix | baseline (bare 1 Hz I/O) | agent CPU, median (min-max) | its event loop thread "
-        "| target | readings/s |"
+        "| mix | tree | baseline (bare 1 Hz I/O) | agent CPU, median (min-max) "
+        "| its event loop thread | target | readings/s | load average |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
     return 0
 
 
+@dataclass
+class TreeRun:
+    """What one source tree's agent measured over the rounds of a mix."""
+
+    name: str
+    path: Path | None  # None: the checkout this script is in (the installed package)
+    figures: list[tuple[float, float]] = field(default_factory=list)  # (process, loop thread)
+    readings: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)  # 1-min load average per window
+
+    def cwd(self) -> Path:
+        # `python -m` puts its working directory first on sys.path: the tree's own.
+        return self.path or Path(SCRIPT).parents[2]
+
+    def env(self) -> dict[str, str] | None:
+        if self.path is None:
+            return None
+        # Ahead of the editable install's finder: `fleet` is imported from this tree.
+        return {**os.environ, "PYTHONPATH": str(self.path)}
+
+
 def run_mix(
-    devices: int, seconds: float, windows: int, mix: str, keep: bool, rows: list[str]
+    devices: int,
+    seconds: float,
+    windows: int,
+    mix: str,
+    keep: bool,
+    rows: list[str],
+    trees: list[tuple[str, Path | None]],
+    rounds: int,
+    profile: Path | None,
 ) -> int:
     from fleet.config import load_settings
     from fleet.daemon.mqtt import Inbound, MqttLink
@@ -233,6 +285,7 @@ def run_mix(
     emulators = spawn(
         [PYTHON, SCRIPT, "--emulate", str(devices), str(ports), mix], work / "emu.log"
     )
+    sub: MqttLink | None = None
     try:
         wait_until(
             lambda: (ports / "ready").exists() or emulators.poll() is not None,
@@ -243,17 +296,23 @@ def run_mix(
             print(tail(work / "emu.log"))
             return 1
 
-        # 1. baseline
-        bare = spawn([PYTHON, SCRIPT, "--baseline", str(devices), str(ports)], work / "base.log")
-        time.sleep(WARMUP_S)  # a bench window, not a wait for a condition
-        if bare.poll() is not None:
-            print(tail(work / "base.log"))
-            return 1
-        base_pct, _ = cpu_pct(bare.pid, seconds)
-        stop_process(bare, timeout=10)
-        print(f"baseline (bare 1 Hz polling loop): {base_pct:.2f} % of one core")
+        def measure_baseline() -> float | None:
+            bare = spawn(
+                [PYTHON, SCRIPT, "--baseline", str(devices), str(ports)], work / "base.log"
+            )
+            time.sleep(WARMUP_S)  # a bench window, not a wait for a condition
+            if bare.poll() is not None:
+                print(tail(work / "base.log"))
+                return None
+            pct, _ = cpu_pct(bare.pid, seconds)
+            stop_process(bare, timeout=10)
+            print(f"baseline (bare 1 Hz polling loop): {pct:.2f} % of one core")
+            return pct
 
-        # 2. the agent
+        base = [measure_baseline()]
+        if base[0] is None:
+            return 1
+
         config = agent_config(work, broker.port, devices, ports)
         settings = load_settings(config, environ={})
         received: list[int] = [0]
@@ -271,54 +330,117 @@ def run_mix(
             on_message=count,
         )
         sub.start()
-        agent = spawn([FLEET, "agent", "--config", str(config)], work / "agent.log")
-        wait_until(
-            lambda: received[0] >= devices or agent.poll() is not None,
-            timeout=60,
-            message="first readings of every scooter",
-        )
-        if agent.poll() is not None:
-            print(tail(work / "agent.log"))
-            return 1
-        time.sleep(WARMUP_S)
-        figures: list[tuple[float, float]] = []
-        with lock:
-            start_count = received[0]
-        for _ in range(windows):
-            figures.append(cpu_pct(agent.pid, seconds))
-            print(f"  agent: {figures[-1][0]:.2f} % (event loop thread {figures[-1][1]:.2f} %)")
-        with lock:
-            rate = (received[0] - start_count) / (seconds * windows)
-        code = stop_process(agent, timeout=30)
-        sub.stop()
-        errors = [
-            line for line in (work / "agent.log").read_text().splitlines() if " ERROR " in line
-        ]
-        pcts = sorted(f[0] for f in figures)
-        loops = sorted(f[1] for f in figures)
-        median, loop_median = pcts[len(pcts) // 2], loops[len(loops) // 2]
-        verdict = "ok" if median <= TARGET_PCT else "MISSED"
-        print(
-            f"agent: median {median:.2f} % of one core, {pcts[0]:.2f}-{pcts[-1]:.2f} over "
-            f"{windows} window(s) (target <= {TARGET_PCT} %: {verdict})"
-        )
-        expected = expected_rate(devices, mix)
-        print(f"readings on the broker: {rate:.1f}/s (expected ~{expected:.0f}/s)")
-        print(f"agent exit code {code}; {len(errors)} ERROR lines in its log")
-        for line in errors[:3]:
-            print(f"  {line}")
-        rows.append(
-            f"| {mix} ({devices}) | {base_pct:.2f} % | {median:.2f} % ({pcts[0]:.2f}-"
-            f"{pcts[-1]:.2f}) | {loop_median:.2f} % | <= {TARGET_PCT} % ({verdict}) | {rate:.1f} |"
-        )
+        runs = [TreeRun(name, path) for name, path in trees]
+        for tree in runs:
+            # Which `fleet` the agent will import, seen the way it is started.
+            where = subprocess.run(
+                [PYTHON, "-c", "import fleet; print(fleet.__file__)"],
+                env=tree.env(),
+                cwd=tree.cwd(),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            print(f"tree {tree.name}: {where}")
+        for turn in range(rounds):
+            for tree in runs:
+                with lock:
+                    first = received[0]
+                label = f" [{tree.name}, round {turn + 1}]" if len(runs) > 1 or rounds > 1 else ""
+                agent = spawn(
+                    [PYTHON, "-m", "fleet.daemon.cli", "agent", "--config", str(config)],
+                    work / f"agent-{tree.name}.log",
+                    env=tree.env(),
+                    cwd=tree.cwd(),
+                )
+
+                def first_readings(first: int = first, agent: Popen[bytes] = agent) -> bool:
+                    return received[0] >= first + devices or agent.poll() is not None
+
+                wait_until(
+                    first_readings,
+                    timeout=60,
+                    message="first readings of every scooter",
+                )
+                if agent.poll() is not None:
+                    print(tail(work / f"agent-{tree.name}.log"))
+                    return 1
+                time.sleep(WARMUP_S)
+                with lock:
+                    start_count = received[0]
+                for _ in range(windows):
+                    tree.figures.append(cpu_pct(agent.pid, seconds))
+                    tree.loads.append(os.getloadavg()[0])
+                    print(
+                        f"  agent{label}: {tree.figures[-1][0]:.2f} % (event loop thread "
+                        f"{tree.figures[-1][1]:.2f} %, load {tree.loads[-1]:.2f})"
+                    )
+                with lock:
+                    tree.readings += received[0] - start_count
+                tree.seconds += seconds * windows
+                if profile is not None and turn == 0:
+                    record_profile(agent.pid, profile / f"{mix}-{tree.name}.txt", seconds)
+                code = stop_process(agent, timeout=30)
+                if code:
+                    print(f"agent exit code {code}")
+                    print(tail(work / f"agent-{tree.name}.log"))
+                    return 1
+        base.append(measure_baseline())
+        for tree in runs:
+            tree.errors = [
+                line
+                for line in (work / f"agent-{tree.name}.log").read_text().splitlines()
+                if " ERROR " in line
+            ]
+            rows.append(report(tree, devices, mix, base, runs[0]))
         return 0
     finally:
+        if sub is not None:
+            sub.stop()
         stop_process(emulators, timeout=10)
         broker.stop()
         if keep:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def report(tree: TreeRun, devices: int, mix: str, base: list[float | None], first: TreeRun) -> str:
+    """Prints the figures of one tree's agent; returns its row of the markdown table."""
+    pcts = sorted(f[0] for f in tree.figures)
+    loops = sorted(f[1] for f in tree.figures)
+    median, loop_median = pcts[len(pcts) // 2], loops[len(loops) // 2]
+    verdict = "ok" if median <= TARGET_PCT else "MISSED"
+    rate = tree.readings / tree.seconds
+    ratio = ""
+    if tree is not first:
+        ref = sorted(f[0] for f in first.figures)
+        ratio = f", {median / ref[len(ref) // 2]:.2f} x {first.name}'s median"
+    print(
+        f"agent {tree.name}: median {median:.2f} % of one core, {pcts[0]:.2f}-{pcts[-1]:.2f} "
+        f"over {len(pcts)} window(s) (target <= {TARGET_PCT} %: {verdict}){ratio}"
+    )
+    print(f"  readings on the broker: {rate:.1f}/s (expected ~{expected_rate(devices, mix):.0f}/s)")
+    print(f"  {len(tree.errors)} ERROR lines in its log")
+    for line in tree.errors[:3]:
+        print(f"    {line}")
+    bases = " / ".join(f"{b:.2f}" for b in base if b is not None)
+    loads = sorted(tree.loads)
+    return (
+        f"| {mix} ({devices}) | {tree.name} | {bases} % | {median:.2f} % ({pcts[0]:.2f}-"
+        f"{pcts[-1]:.2f}) | {loop_median:.2f} % | <= {TARGET_PCT} % ({verdict}) | {rate:.1f} "
+        f"| {loads[0]:.2f}-{loads[-1]:.2f} |"
+    )
+
+
+def record_profile(pid: int, out: Path, seconds: float) -> None:
+    """py-spy (`--gil`: only the thread holding the interpreter lock) over one window."""
+    spy = os.environ.get("PY_SPY", "/tmp/pyspy/bin/py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--gil"]
+    argv += ["--threads", "--duration", str(round(seconds)), "--output", str(out)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    print(f"  profile: {out} (py-spy exit {result.returncode})")
 
 
 def main() -> int:
@@ -329,6 +451,15 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=3, help="windows measured per mix")
     parser.add_argument("--mix", choices=("both", "riding", "station"), default="both")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        metavar="NAME=PATH",
+        help="a source tree to run `fleet agent` from (repeat: alternated on the same "
+        "emulators); default the checkout",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the trees per mix")
+    parser.add_argument("--profile", type=Path, help="py-spy one window per tree into DIR")
     parser.add_argument("--emulate", nargs=3, metavar=("N", "DIR", "MIX"), help=argparse.SUPPRESS)
     parser.add_argument("--baseline", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -339,7 +470,18 @@ def main() -> int:
         baseline(int(args.baseline[0]), Path(args.baseline[1]))
         return 0
     mixes = ["riding", "station"] if args.mix == "both" else [args.mix]
-    return run(args.devices, 10.0 if args.quick else args.seconds, args.windows, mixes, args.keep)
+    trees: list[tuple[str, Path | None]] = [("checkout", None)]
+    if args.tree:
+        trees = []
+        for spec in args.tree:
+            name, sep, path = spec.partition("=")
+            if not sep or not (Path(path) / "fleet" / "daemon").is_dir():
+                parser.error(f"--tree {spec}: want NAME=PATH of a tree with fleet/daemon")
+            trees.append((name, Path(path).resolve()))
+    seconds = 10.0 if args.quick else args.seconds
+    return run(
+        args.devices, seconds, args.windows, mixes, args.keep, trees, args.rounds, args.profile
+    )
 
 
 if __name__ == "__main__":

@@ -235,3 +235,40 @@ def ble_intervals(c: NinebotBleConfig) -> tuple[float, float]:
         poll_interval(State.IDLE, charging_s=c.charging_poll_interval_s, **kw),
         poll_interval(State.CHARGING, charging_s=c.charging_poll_interval_s, **kw),
     )
+
+
+async def test_ble_scooters_poll_on_the_shared_ticks():
+    """Two scooters connected half an interval apart poll at the same instants: the multiples
+    of the interval on the loop's clock, as the serial scooters do (poll.until_next_tick) -
+    the loop wakes once a tick for all of them. Each scooter's own phase would keep them
+    half an interval apart."""
+    interval = 0.4
+    loop = asyncio.get_running_loop()
+    air = Air()
+    starts: dict[str, list[float]] = {}
+    for address in (ADDRESS, "D4:3D:7E:12:34:57"):
+        emulator = air.add(address).emulator
+        times = starts[address] = []
+
+        def feed(data: bytes, emulator=emulator, times=times, feed=emulator.feed) -> bytes:
+            reply: bytes = feed(data)
+            if emulator.requests and emulator.requests[-1].reg == 0xB0:  # a cycle's first read
+                times.append(loop.time())
+            return reply
+
+        emulator.feed = feed  # type: ignore[method-assign]
+    sink = RecordingSink()
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running(air, sink, poll_interval_s=interval))
+        await asyncio.sleep(interval / 2)  # a bench pause, not a wait for a condition
+        await stack.enter_async_context(
+            running(air, sink, poll_interval_s=interval, address="d4:3d:7e:12:34:57")
+        )
+        await until(
+            lambda: all(len(t) >= 4 for t in starts.values()), within=10, message="4 cycles each"
+        )
+    # The first cycle follows the connect at once; the later ones start on the ticks.
+    for times in starts.values():
+        for t in times[1:]:
+            phase = t % interval
+            assert min(phase, interval - phase) < 0.1, (times, interval)

@@ -22,6 +22,9 @@ from fleet.drivers.ninebot.registers import (
     MODELS,
     RegisterBank,
     decode_bms,
+    decode_esc,
+    reading_from_words,
+    to_reading,
 )
 from tests.drivers.emulators.ninebot import ScooterState
 
@@ -85,6 +88,21 @@ def test_planned_decode_equals_the_table_walk_for_the_real_tables(
     for fields in (ESC_FIELDS, BMS_FIELDS):
         planned = decode_fields(fields, words, scales)
         assert same(planned, table_walk(fields, words, scales)), (fields[0].name, words)
+
+
+# The ESC's and the BMS's banks apart (each unit has its own): the same strategy, each sparse.
+@settings(max_examples=250, deadline=None)
+@given(esc=banks, bms=banks, model=st.sampled_from(sorted(MODELS)))
+def test_the_fused_reading_is_the_composed_one(
+    esc: dict[int, int], bms: dict[int, int], model: str
+) -> None:
+    """`reading_from_words` against `to_reading(decode_esc, decode_bms)`: the same reading,
+    field for field and type for type (38 and 38.0 would be written apart), or both None."""
+    m = MODELS[model]
+    fused = reading_from_words("d", 1, esc, bms, m)
+    composed = to_reading("d", 1, decode_esc(esc, m), decode_bms(bms, m))
+    assert repr(fused) == repr(composed), (esc, bms)
+    assert fused == composed
 
 
 _SCALE = st.one_of(
@@ -153,3 +171,20 @@ def test_absorb_stores_the_little_endian_words_of_a_reply(
         start + i: payload[2 * i] | payload[2 * i + 1] << 8 for i in range(len(payload) // 2)
     }
     assert bank.words == {start - 1: 7, **expected}
+
+
+def test_the_power_of_ten_division_is_the_rounded_product_for_every_word() -> None:
+    """The plan divides by 10**k where the table walk multiplies by 1e-k and rounds to 6
+    places: the same double (sign of zero included) for every 16-bit word, signed or not,
+    and for 32-bit values across their range."""
+    scales = (0.1, 0.01, 0.001, 1e-6, -0.01, -0.001)
+    kinds = (Kind.U16, Kind.I16, Kind.U32)
+    fields = tuple(Field(f"f{i}", 0, kinds[i % 3], scale=s) for i, s in enumerate(scales * 3))
+    decode = DecodePlan(fields, {}).decode
+    highs = [0, 1, 0x7FFF, 0x8000, 0xFFFF, *range(3, 0xFFFF, 4099)]
+    for word in range(0x10000):
+        high = highs[word % len(highs)]
+        raws = (word, word - 0x10000 if word & 0x8000 else word, word | high << 16)
+        got = decode({0: word, 1: high})
+        want = {f.name: round(raws[i % 3] * f.scale + 0.0, 6) for i, f in enumerate(fields)}  # type: ignore[operator]
+        assert repr(got) == repr(want), word

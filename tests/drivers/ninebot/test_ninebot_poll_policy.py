@@ -227,13 +227,13 @@ async def test_docked_and_charging_scooters_are_polled_at_their_slow_intervals(s
     )
     waits: list[float] = []  # the interval the driver waits for after each cycle
 
-    async def wait_tick(interval: float, started: float) -> None:
+    def tick_delay(started: float, now: float, interval: float) -> float:
         waits.append(interval)
-        await asyncio.sleep(0)  # no real wait: each cycle follows the last at once
+        return 0.0  # no real wait: each cycle follows the last at once
 
     state = scooter.emulator.state
     sink = RecordingSink()
-    task = asyncio.create_task(NinebotSerial(cfg, wait_tick=wait_tick).run(sink))
+    task = asyncio.create_task(NinebotSerial(cfg, tick_delay=tick_delay).run(sink))
 
     async def after_change(expected: float) -> list[float]:
         """The waits from the change on, once `expected` was chosen 3 cycles in a row."""

@@ -10,7 +10,7 @@ import pytest
 
 from fleet.drivers.ninebot.config import NinebotSerialConfig
 from fleet.drivers.ninebot.serial import NinebotSerial
-from fleet.drivers.readings import State
+from fleet.drivers.readings import Reading, State
 from tests.drivers.emulators.ninebot import NinebotEmulator, PtyScooter, ScooterState
 from tests.drivers.emulators.recording import RecordingSink, until
 
@@ -199,3 +199,24 @@ def test_readme_snippets_are_valid_configs():
         # the snippet shows the defaults: they must be the model's real defaults
         defaults = type(cfg)(**{k: d[k] for k in ("device", "port", "address") if k in d})
         assert cfg == defaults
+
+
+@pytest.mark.parametrize("where", ["reply", "timeout"])
+async def test_a_bug_in_a_cycles_callback_reaches_the_supervisor(scooter, where):
+    """The cycles run in the loop's callbacks (the port's reader for a reply, a timer for a
+    timeout), not in the driver's task: a bug raised there must still end `run` with it, for
+    the agent's supervisor to log and restart, not vanish into the loop's exception handler."""
+
+    class Broken(RecordingSink):
+        def reading(self, reading: Reading) -> None:
+            raise RuntimeError("a bug handing over a reading")
+
+        def availability(self, device: str, online: bool, detail: str = "") -> None:
+            if not online:
+                raise RuntimeError("a bug handing over an offline")
+            super().availability(device, online, detail)
+
+    scooter.emulator.silent = where == "timeout"
+    task = asyncio.create_task(NinebotSerial(config(scooter)).run(Broken()))
+    with pytest.raises(RuntimeError, match="a bug handing over"):
+        await asyncio.wait_for(task, 20)
