@@ -49,12 +49,16 @@ def _present(group: _G | None) -> _G | None:
 
 def reference(reading: readings.Reading, seq: int) -> bytes:
     """The telemetry JSON by the contract's pydantic model; ValueError if it breaks the contract."""
+    try:
+        ts = from_ms(reading.ts_ms)
+    except OverflowError:  # past datetime's own range: no date at all, so not the model's words
+        raise ValueError(f"ts_ms {reading.ts_ms} is outside 1970-01-01..2262-04-11") from None
     telemetry = wire.Telemetry.model_validate(
         {
             "schema": wire.SCHEMA,
             "device": reading.device,
             "seq": seq,
-            "ts": from_ms(reading.ts_ms),
+            "ts": ts,
             "battery": _present(reading.battery),
             "location": reading.location,
             "status": _present(reading.status),

@@ -144,3 +144,12 @@ def test_the_ends_of_the_seq_range_are_the_references(seq):
     fast, ref = _both(reading, seq)
     assert fast == ref
     assert (telemetry._fast(reading, seq) is None) == (seq < 0 or seq >= 2**63)
+
+
+@pytest.mark.parametrize("ts_ms", [2**63, 10**20, -(10**20)])
+def test_a_timestamp_past_any_date_is_a_refusal_not_a_crash(ts_ms):
+    # datetime itself overflows here: the agent catches ValueError only, so anything else
+    # would stop the driver that produced the reading.
+    reading = Reading("sw-0001", ts_ms, battery=Battery(pct=50.0))
+    with pytest.raises(ValueError, match=rf"ts_ms {ts_ms} is outside 1970-01-01\.\.2262-04-11"):
+        telemetry.encode(reading, 1)
