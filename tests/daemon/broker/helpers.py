@@ -30,6 +30,17 @@ _ids = itertools.count(1)
 
 RUN_AS = pwd.getpwuid(os.geteuid()).pw_name  # tmp_path is ours alone: mosquitto stays us
 
+# Two declared collectors, one site each (`[[broker.collectors]]`).
+DECLARED_COLLECTORS = """
+[[broker.collectors]]
+user = "collector-a"
+sites = ["allingtown"]
+
+[[broker.collectors]]
+user = "collector-w"
+sites = ["westhaven"]
+"""
+
 REGISTRY = """
 [[devices]]
 id = "sw-01"

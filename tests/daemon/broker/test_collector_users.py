@@ -21,6 +21,7 @@ from fleet.daemon import wire
 from fleet.daemon.broker.collectors import collector_warning
 from fleet.daemon.broker.users import BrokerUser, Role, derive_users
 from tests.daemon.broker.helpers import (
+    DECLARED_COLLECTORS,
     NOT_AUTHORIZED,
     GeneratedMosquitto,
     Probe,
@@ -32,15 +33,7 @@ from tests.harness.process import free_port
 from tests.harness.waiting import wait_until
 
 A, W = "allingtown", "westhaven"  # dock-a's sw-01 and dock-w's sw-02 (helpers.REGISTRY)
-DECLARED = f"""
-[[broker.collectors]]
-user = "collector-a"
-sites = ["{A}"]
-
-[[broker.collectors]]
-user = "collector-w"
-sites = ["{W}"]
-"""
+DECLARED = DECLARED_COLLECTORS  # collector-a owns A, collector-w owns W
 READING = {A: wire.telemetry_topic("fleet", A, "segway", "sw-01")}
 READING[W] = wire.telemetry_topic("fleet", W, "segway", "sw-02")
 AGENT = {A: "dock-a", W: "dock-w"}

@@ -18,6 +18,7 @@ from fleet.config import load_settings
 from fleet.daemon import cli
 from fleet.daemon.broker.users import Role, derive_users
 from tests.daemon.broker.helpers import (
+    DECLARED_COLLECTORS,
     NOT_AUTHORIZED,
     REGISTRY,
     RUN_AS,
@@ -44,15 +45,7 @@ site = "westhaven"
 owntracks = "alice/tablet"
 """
 )
-DECLARED = """
-[[broker.collectors]]
-user = "collector-a"
-sites = ["allingtown"]
-
-[[broker.collectors]]
-user = "collector-w"
-sites = ["westhaven"]
-"""
+DECLARED = DECLARED_COLLECTORS
 OK = 0  # MQTT 5 PUBACK "success"; 0x10 "no matching subscribers" is a success too
 NO_SUBSCRIBERS = 0x10
 # What each replay user publishes, and what the broker must answer.
