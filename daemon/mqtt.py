@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fleet.config.mqtt import MqttSettings
-from fleet.daemon.mqtt_link_log import ClosedByUs, ConnectFailures
+from fleet.daemon.mqtt_link_log import ConnectFailures, NoSocketNoise
 from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
 
@@ -63,8 +63,7 @@ _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-u
 install_lean_decoder(paho_packet, _EMPTY_PUBLISH_PROPERTIES, MQTTProtocolVersion.MQTTv5)
 
 _PAHO_LOG = logging.getLogger("paho")
-_CLOSED_BY_US = ClosedByUs()
-_PAHO_LOG.addFilter(_CLOSED_BY_US)
+_PAHO_LOG.addFilter(NoSocketNoise())
 
 
 class MqttLink:
@@ -183,15 +182,10 @@ class MqttLink:
         return self.stop
 
     def stop(self) -> None:
-        thread = f"paho-mqtt-client-{self._client_id}"  # the name loop_start() gives it
-        _CLOSED_BY_US.stopping.add(thread)
-        try:
-            if self._connected.is_set():
-                # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
-                self._client.disconnect()
-            self._client.loop_stop()
-        finally:
-            _CLOSED_BY_US.stopping.discard(thread)
+        if self._connected.is_set():
+            # A clean DISCONNECT: the broker discards our will (we said goodbye ourselves).
+            self._client.disconnect()
+        self._client.loop_stop()
         self._close_wakeup_pair()
         self._connected.clear()
         self.refusals.log_unlogged()

@@ -1,5 +1,5 @@
 """What the MQTT link says about its connection: why it cannot connect (once per reason), and
-nothing of paho's about a socket our own stop closed.
+not paho's repetition of it.
 
 paho calls `on_connect_fail` inside its own `except OSError` around each connection attempt
 and itself logs only "Connection failed, retrying" at DEBUG, without the error: a broker
@@ -61,18 +61,14 @@ class ConnectFailures:
         self.reason = None
 
 
-class ClosedByUs(logging.Filter):
-    """Drops paho's ERROR "Client is not connected" from the thread of a link we are stopping.
-
-    After our own DISCONNECT closes the socket, paho's thread goes round its loop once
-    more while QoS 1 publishes are still unacknowledged and logs that ERROR: noise at
-    every such clean stop, which would teach operators to ignore paho's errors."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopping: set[str] = set()  # paho thread names
+class NoSocketNoise(logging.Filter):
+    """Drops paho's ERROR "Client is not connected", which paho's loop logs each time it goes
+    round without a socket: after our own DISCONNECT at a clean stop (while QoS 1 publishes
+    are unacknowledged), and at every retry while the broker cannot be reached. Each of those
+    the link has already said once in its own words (a clean stop says nothing; a lost
+    connection and a failed attempt are WARNINGs, a refused certificate an ERROR), so paho's
+    line only repeats it - every second or so through an outage, which teaches operators to
+    ignore paho's errors. Any other line of paho's passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.threadName not in self.stopping or not str(record.msg).startswith(
-            "Client is not connected"
-        )
+        return not str(record.msg).startswith("Client is not connected")

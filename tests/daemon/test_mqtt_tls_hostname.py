@@ -136,6 +136,7 @@ def test_a_certificate_for_another_host_is_refused_and_said_why(
     tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture, host: str, mismatch: str
 ) -> None:
     caplog.set_level(logging.DEBUG)  # everything anyone logs, paho's DEBUG lines included
+    caplog.set_level(logging.DEBUG, logger="paho")  # another test may have configured it
     mqtt = settings(tmp_path, host, broker.other_name_port, broker.ca, insecure=False)
     line = refusal(mqtt, caplog, tries=2 if host == "localhost" else 1)  # once: not per retry
     assert f"{host}:{broker.other_name_port}" in line
@@ -167,6 +168,7 @@ def test_tls_insecure_does_not_let_an_unknown_ca_through(
     tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="paho")  # another test may have configured it
     mqtt = settings(
         tmp_path, "localhost", broker.other_name_port, broker.stranger_ca, insecure=True
     )
@@ -184,6 +186,7 @@ def test_a_broker_that_is_away_is_a_warning_not_an_error(
 ) -> None:
     """The same log line for any failed attempt: nothing listens on the port here."""
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="paho")  # another test may have configured it
     line = refusal(settings(tmp_path, "localhost", free_port(), broker.ca, insecure=False), caplog)
     assert "Connection refused" in line
     assert [r.levelno for r in caplog.records if r.name == "fleet.daemon.mqtt"] == [logging.WARNING]
