@@ -19,7 +19,7 @@ import bisect
 import sys
 import threading
 from array import array
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TypeVar
 
 from fleet.config import FleetSettings
@@ -33,8 +33,15 @@ from fleet.daemon.board.model import (
     LearnedRates,
     Sample,
 )
+from fleet.daemon.wire.fast import builder
 
 _T = TypeVar("_T")
+# One Latest per reading observed: built without the dataclass __init__ (fast.builder says why).
+_LATEST = builder(Latest)
+_LATEST_ORDER: tuple[str, ...] = ("ts_ms", "heard_ms", "pct", "charging", "current_a", "temp_c")
+_LATEST_ORDER += ("state", "error_code", "range_km", "odometer_km", "lat", "lon")
+if tuple(f.name for f in fields(Latest)) != _LATEST_ORDER:
+    raise TypeError(f"Latest's fields changed: _merge passes them as {_LATEST_ORDER}")
 
 _FLIP_MIN_MS = 60_000  # a charging flip closer than this to the last kept sample is bounce
 _CHARGING = {None: -1, False: 0, True: 1}
@@ -115,19 +122,20 @@ class FleetView:
             return own
         if old is None:
             old = Latest(ts_ms=r.ts_ms, heard_ms=heard_ms)
-        track.latest = Latest(
-            ts_ms=r.ts_ms,
-            heard_ms=max(heard_ms, old.heard_ms),
-            pct=_newer(b.pct if b else None, old.pct),
-            charging=_newer(own, old.charging),
-            current_a=_newer(b.current_a if b else None, old.current_a),
-            temp_c=_newer(b.temp_c if b else None, old.temp_c),
-            state=_newer(str(s.state) if s and s.state is not None else None, old.state),
-            error_code=_newer(s.error_code if s else None, old.error_code),
-            range_km=_newer(s.range_km if s else None, old.range_km),
-            odometer_km=_newer(s.odometer_km if s else None, old.odometer_km),
-            lat=loc.lat if loc else old.lat,
-            lon=loc.lon if loc else old.lon,
+        # Positional, in Latest's field order (the builder takes no keywords).
+        track.latest = _LATEST(
+            r.ts_ms,
+            max(heard_ms, old.heard_ms),
+            _newer(b.pct if b else None, old.pct),
+            _newer(own, old.charging),
+            _newer(b.current_a if b else None, old.current_a),
+            _newer(b.temp_c if b else None, old.temp_c),
+            _newer(str(s.state) if s and s.state is not None else None, old.state),
+            _newer(s.error_code if s else None, old.error_code),
+            _newer(s.range_km if s else None, old.range_km),
+            _newer(s.odometer_km if s else None, old.odometer_km),
+            loc.lat if loc else old.lat,
+            loc.lon if loc else old.lon,
         )
         # A newest battery reading without a flag keeps the last known one.
         return own if own is not None else track.latest.charging

@@ -37,9 +37,21 @@ from fleet.daemon.spool import Spool
 _LOG = logging.getLogger(__name__)
 
 TICK_S = 1.0
+# Hand-overs queued behind each other are judged as one batch up to this many readings: one
+# store transaction instead of one each (a drain: the engine's CPU a reading falls by a
+# quarter from 20-reading to 100-reading batches, by half at 500).
+MERGE_MAX = 5000
 MAX_SILENCE_MS = MAX_SILENCE_HOURS * 3_600_000
 
 __all__ = ["AlertCounters", "AlertService", "Publish"]
+
+
+class _Readings(list[wire.DecodedReading]):
+    """A hand-over of spooled readings, told apart in the inbox so that several queued
+    behind each other are judged as one batch."""
+
+
+_Work = Callable[[int], list[AlertEvent]] | _Readings
 
 
 class _Throttled:
@@ -97,7 +109,7 @@ class AlertService:
             min_interval_s=n.min_interval_s,
             store=store,
         )
-        self._inbox: queue.SimpleQueue[Callable[[int], list[AlertEvent]]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self.counters = AlertCounters()
         self._outlet = AlertOutlet(
             prefix=self._prefix,
@@ -117,7 +129,7 @@ class AlertService:
     def observe(self, readings: list[wire.DecodedReading]) -> None:
         """Readings on disk, in arrival order: one hand-over per ingest batch, judged as one
         batch (one store transaction, committed before any of its events goes out)."""
-        self._inbox.put(lambda now: self.engine.observe_batch(readings, now, self._failed))
+        self._inbox.put(_Readings(readings))  # a copy: merging must not touch ingest's list
 
     def _failed(self, reading: wire.DecodedReading, exc: Exception) -> None:
         """One reading must not cost the batch: logged with its traceback, counted, skipped."""
@@ -260,16 +272,41 @@ class AlertService:
                     work = self._inbox.get(timeout=max(0.0, (next_tick - now) / 1000))
                 except queue.Empty:
                     continue
-                try:
-                    events = work(self._clock_ms())
-                except Exception:  # noqa: BLE001 - one control message must not stop the thread
-                    self.counters.errors += 1
-                    _LOG.exception("alert engine failed on a control message; skipped")
-                    continue
-                self._emit(events)
+                after = None
+                if isinstance(work, _Readings):
+                    work, after = self._merged(work)
+                self._do(work)
+                if after is not None:
+                    self._do(after)
         finally:
             undo_notifier(5.0)
             self._spool.close()
+
+    def _merged(self, first: _Readings) -> tuple[_Readings, _Work | None]:
+        """`first` with the hand-overs queued right behind it, in arrival order; and the
+        queued item after them that is not one (a control message: judged after them)."""
+        while len(first) < MERGE_MAX:
+            try:
+                work = self._inbox.get_nowait()
+            except queue.Empty:
+                return first, None
+            if not isinstance(work, _Readings):
+                return first, work
+            first.extend(work)  # our own copy (observe): the ingest thread's list is untouched
+        return first, None
+
+    def _do(self, work: _Work) -> None:
+        try:
+            if isinstance(work, _Readings):
+                events = self.engine.observe_batch(work, self._clock_ms(), self._failed)
+            else:
+                events = work(self._clock_ms())
+        except Exception:  # noqa: BLE001 - one failure must not stop the thread
+            self.counters.errors += 1
+            what = f"{len(work)} readings" if isinstance(work, _Readings) else "a control message"
+            _LOG.exception("alert engine failed on %s; skipped", what)
+            return
+        self._emit(events)
 
     def _tick(self, now: int) -> None:
         try:

@@ -31,6 +31,7 @@ from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.collector.seqtrack import SeqTracker
 from fleet.daemon.mqtt import Inbound
 from fleet.daemon.spool import Entry, SeqRow, Spool
+from fleet.daemon.wire.fast import builder
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class IngestCounters:
     internal_errors: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
+
+# One per reading: without the dataclass __init__ (fast.builder says why).
+_ENTRY = builder(Entry)
 
 # Why a message was refused: (reason, detail).
 _Failure = tuple[wire.Reason, str]
@@ -224,9 +228,11 @@ class Ingest:
     @staticmethod
     def _entry(topic: str, lines: list[str]) -> Entry:
         text = "\n".join(lines)
-        # What SQLite would fail on at commit - for the whole batch - fails here, for this one.
-        text.encode("utf-8")
-        return Entry(topic, text, len(lines))
+        # What SQLite would fail on at commit - for the whole batch - fails here, for this one
+        # (a lone surrogate). ASCII, the usual case, cannot fail: a flag, not a copy.
+        if not text.isascii():
+            text.encode("utf-8")
+        return _ENTRY(topic, text, len(lines))
 
     @staticmethod
     def _internal_error(message: Inbound, exc: BaseException) -> _Failure:

@@ -41,7 +41,7 @@ ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 # InfluxDB stores int64 nanoseconds; a ms timestamp beyond this overflows on the server.
-_TS_MS_LIMIT = _INT_MAX // 1_000_000
+TS_MS_LIMIT = _INT_MAX // 1_000_000
 
 # Alert, audit and assignment series: few, and repeated. Telemetry prefixes are schema.py's.
 _SERIES_CACHE_SIZE = 1024
@@ -143,7 +143,7 @@ def format_field(key: str, value: FieldValue) -> str:
 
 def timestamp(ts_ms: int) -> str:
     """The line's timestamp as `format_line` writes it, or ValueError as it raises."""
-    if type(ts_ms) is not int or not -_TS_MS_LIMIT <= ts_ms <= _TS_MS_LIMIT:
+    if type(ts_ms) is not int or not -TS_MS_LIMIT <= ts_ms <= TS_MS_LIMIT:
         raise ValueError(f"timestamp {ts_ms!r} is not an int within InfluxDB's range in ms")
     return str(ts_ms)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fleet.daemon.collector.lineproto import (
     ESCAPE_STRING,
+    TS_MS_LIMIT,
     FieldValue,
     build_series_key,
     format_field,
@@ -79,6 +80,7 @@ def _writer(measurement: str, group: type) -> Callable[[Any, str | None, str, st
 
 
 _WRITERS = {m: _writer(m, group) for m, group in GROUPS.items()}
+_I64 = 2**63
 _BATTERY, _LOCATION, _STATUS = (_WRITERS[m] for m in MEASUREMENTS)
 
 
@@ -96,8 +98,21 @@ def reading_lines(r: DecodedReading) -> list[str]:
     """One line per present group: tags site, kind, device; fields as in the JSON; seq; ms."""
     if r.battery is None and r.location is None and r.status is None:
         return []  # no point, so no timestamp to check (as format_line never saw one)
-    seq = None if r.seq is None else format_field("seq", r.seq)
-    ts = timestamp(r.ts_ms)
+    # seq and ts inline for the plain int they always are from the decoder (~3 µs a message
+    # in calls); anything else takes lineproto's own checks and words.
+    n = r.seq
+    if n is None:
+        seq = None
+    elif type(n) is int and -_I64 <= n < _I64:
+        seq = f"seq={n}i"
+    else:
+        seq = format_field("seq", n)
+    ts_ms = r.ts_ms
+    ts = (
+        str(ts_ms)
+        if type(ts_ms) is int and -TS_MS_LIMIT <= ts_ms <= TS_MS_LIMIT
+        else timestamp(ts_ms)
+    )
     battery, location, status = _prefixes(r.site, r.kind, r.device)
     lines = []
     if r.battery is not None:

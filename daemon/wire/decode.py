@@ -18,6 +18,8 @@ from fleet.drivers.contract import ID_RULE, check_id, id_problem, show
 _TOPIC_CACHE_SIZE = 4096
 # Unregistered phones remembered with the OwnTracks user that first reported as them.
 _CLAIMS_SIZE = 4096
+# DecodedReading without its dataclass __init__ (~2 µs a message less; fast.builder says why).
+_READING = fast.builder(DecodedReading)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +143,9 @@ class Decoder:
         t = fast.telemetry(payload) if self._fast else None
         if t is None:  # refused, or a corner the fast path leaves to pydantic: its words
             t = self._validated(payload)
-        if t.device != device:
-            detail = f'device "{t.device}" does not match the topic\'s device "{device}"'
+        sent, seq, ts_ms, battery, location, status = t
+        if sent != device:
+            detail = f'device "{sent}" does not match the topic\'s device "{device}"'
             raise Rejected(Reason.DEVICE_MISMATCH, detail)
         ref = self._registry.get(device)
         if ref is not None and (ref.site, ref.kind) != (site, kind):
@@ -151,8 +154,7 @@ class Decoder:
                 f'not {kind} at site "{site}"'
             )
             raise Rejected(Reason.REGISTRY_MISMATCH, detail)
-        groups = (t.battery, t.location, t.status)
-        return DecodedReading(site, kind, device, t.seq, t.ts_ms, *groups, source="telemetry")
+        return _READING(site, kind, device, seq, ts_ms, battery, location, status, "telemetry")
 
     @staticmethod
     def _validated(payload: bytes) -> fast.Fast:
@@ -161,7 +163,7 @@ class Decoder:
             t = Telemetry.model_validate_json(payload)
         except ValidationError as exc:
             raise rejected(exc) from None
-        return fast.Fast(t.device, t.seq, to_ms(t.ts), t.battery, t.location, t.status)
+        return t.device, t.seq, to_ms(t.ts), t.battery, t.location, t.status
 
     def _owntracks(self, topic: str, payload: bytes) -> DecodedReading | None:
         parts = topic.split("/")
@@ -182,7 +184,7 @@ class Decoder:
             self._claim(device, parts[1])
         ref = self._registry.get(device)
         site, kind = (ref.site, ref.kind) if ref is not None else (self._default_site, "handheld")
-        return DecodedReading(site, kind, device, None, ts_ms, battery, location, None, "owntracks")
+        return _READING(site, kind, device, None, ts_ms, battery, location, None, "owntracks")
 
     @staticmethod
     def _validated_owntracks(payload: bytes) -> fast.OwnTracksFix:
