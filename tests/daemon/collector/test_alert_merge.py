@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,35 @@ def reading(device: str, seq: int, ts_ms: int) -> wire.DecodedReading:
     return wire.DecodedReading(SITE, "segway", device, seq, ts_ms, battery, None, None, "t")
 
 
-def test_queued_hand_overs_are_one_batch_in_order_and_a_control_message_keeps_its_place(
-    tmp_path: Path,
-) -> None:
-    clock = FakeClock(int(time.time() * 1000))
-    service = AlertService(
+def _service(tmp_path: Path, clock: FakeClock) -> AlertService:
+    return AlertService(
         settings(tmp_path, REGISTRY),
         spool=Spool(tmp_path / "spool.sqlite", max_bytes=1 << 30, fsync=False),
         publish=lambda topic, payload, retain: None,
         on_spooled=lambda: None,
         clock_ms=clock,
     )
+
+
+@contextmanager
+def _running(service: AlertService) -> Iterator[None]:
+    """The alert thread, started after the test queued its work (as in a drain)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), name="alerts", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        service._inbox.put(lambda at: [])  # wakes the thread to see the stop
+        thread.join(10)
+
+
+def test_queued_hand_overs_are_one_batch_in_order_and_a_control_message_keeps_its_place(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(int(time.time() * 1000))
+    service = _service(tmp_path, clock)
     seen: list[tuple[str, Any]] = []
     judge = service.engine.observe_batch
 
@@ -57,15 +76,8 @@ def test_queued_hand_overs_are_one_batch_in_order_and_a_control_message_keeps_it
     service._inbox.put(control)
     later = [reading("sw-02", 2, now)]
     service.observe(later)
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), name="alerts", daemon=True)
-    thread.start()
-    try:
+    with _running(service):
         wait_until(lambda: len(seen) >= 3, timeout=30, message="the queued work to be judged")
-    finally:
-        stop.set()
-        service._inbox.put(lambda at: [])  # wakes the thread to see the stop
-        thread.join(10)
     assert seen[0] == ("batch", [("sw-01", 1), ("sw-02", 1), ("sw-01", 2)])
     assert seen[1][0] == "control"
     assert seen[2] == ("batch", [("sw-02", 2)])
@@ -80,13 +92,7 @@ def test_queued_hand_overs_are_one_batch_in_order_and_a_control_message_keeps_it
 def test_a_merge_stops_at_merge_max(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(alerting, "MERGE_MAX", 2)
     clock = FakeClock(int(time.time() * 1000))
-    service = AlertService(
-        settings(tmp_path, REGISTRY),
-        spool=Spool(tmp_path / "spool.sqlite", max_bytes=1 << 30, fsync=False),
-        publish=lambda topic, payload, retain: None,
-        on_spooled=lambda: None,
-        clock_ms=clock,
-    )
+    service = _service(tmp_path, clock)
     sizes: list[int] = []
     judge = service.engine.observe_batch
 
@@ -98,13 +104,6 @@ def test_a_merge_stops_at_merge_max(tmp_path: Path, monkeypatch: Any) -> None:
     now = clock()
     for seq in range(1, 6):
         service.observe([reading("sw-01", seq, now + seq)])
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), name="alerts", daemon=True)
-    thread.start()
-    try:
+    with _running(service):
         wait_until(lambda: sum(sizes) >= 5, timeout=30, message="the five readings to be judged")
-    finally:
-        stop.set()
-        service._inbox.put(lambda at: [])  # wakes the thread to see the stop
-        thread.join(10)
     assert sizes == [2, 2, 1]
