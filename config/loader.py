@@ -33,7 +33,14 @@ def load_settings(
     environment only); `environ` None means `os.environ`.
     """
     env = os.environ if environ is None else environ
-    plan = SourcePlan(FleetSettings, resolve_config_path(path, env), env, defer_problems=True)
+    return load_with(
+        SourcePlan(FleetSettings, resolve_config_path(path, env), env, defer_problems=True)
+    )
+
+
+def load_with(plan: SourcePlan) -> FleetSettings:
+    """`load_settings` through a source plan of the caller's (one that opens fewer files:
+    `fleet broker-config`); ConfigError lists every problem found, secrets scrubbed."""
     try:
         with activated(plan):
             settings = FleetSettings()

@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from fleet.config import ConfigError, FleetSettings, resolve_config_path
 from fleet.config.base import Loc
-from fleet.config.errors import render_validation_error
-from fleet.config.sources import SourcePlan, activated
+from fleet.config.loader import load_with
+from fleet.config.sources import SourcePlan
 from fleet.daemon.broker import acl, bridge, collectors, mosquitto_conf, passwords
 from fleet.daemon.broker.access import Account, problems
 from fleet.daemon.broker.files import (
@@ -164,26 +162,12 @@ def _load(path: Path, shown: Path) -> FleetSettings | None:
     """The settings as the broker's files need them: from the TOML file at `path` (inside
     the image with --root) and the environment, opening no other file (see `_NoOtherFiles`)."""
     try:
-        plan = _NoOtherFiles(path)
-        with activated(plan):
-            settings = FleetSettings()
-        problems = plan.problems
-    except ConfigError as exc:  # the TOML file itself: unreadable, not TOML
-        problems = exc.problems
-    except ValidationError as exc:
-        # As load_settings does (`from None`: pydantic's own text shows input values).
-        problems = plan.scrub(
-            plan.problems
-            + render_validation_error(
-                exc, FleetSettings, plan.source_for, skip=plan.failed_locs.__contains__
-            )
-        )
-    if not problems:
-        return settings
-    for problem in problems:
-        # In an image the file is named as the machine will see it.
-        sys.stderr.write(problem.replace(str(path), str(shown), 1) + "\n")
-    return None
+        return load_with(_NoOtherFiles(path))
+    except ConfigError as exc:  # the TOML file itself, or what it holds
+        for problem in exc.problems:
+            # In an image the file is named as the machine will see it.
+            sys.stderr.write(problem.replace(str(path), str(shown), 1) + "\n")
+        return None
 
 
 # A stand-in for a secret the broker's files never use: 32 hex digits, so that a BTHome
