@@ -38,6 +38,7 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
 # dispatch for the types the contract guarantees. Anything else (a float field holding an
 # int in a hand-made reading, NaN) takes lineproto's general `format_field`, which keeps
 # Point's formatting and refuses what it refuses.
+_I64 = 2**63  # an int written inline (`_INT`, seq) is within int64; others go to format_field
 _FLOAT = """    v = g.{name}
     if v is not None:
         if type(v) is float and (t := repr(v))[-1] not in "nf":
@@ -74,13 +75,12 @@ def _writer(measurement: str, group: type) -> Callable[[Any, str | None, str, st
         body.append(_SEQ if name == "seq" else _template(hints[name]).format(name=name))
     body += ["    if not p:", "        raise ValueError(f'point {head[:40]!r} has no field')"]
     body.append("    return f\"{head} {','.join(p)} {ts}\"")
-    scope = {"format_field": format_field, "_ESC": ESCAPE_STRING, "_I64": 2**63}
+    scope = {"format_field": format_field, "_ESC": ESCAPE_STRING, "_I64": _I64}
     exec("\n".join(body), scope)  # noqa: S102 - our own field names, checked above
     return typing.cast("Callable[[Any, str | None, str, str], str]", scope[f"write_{measurement}"])
 
 
 _WRITERS = {m: _writer(m, group) for m, group in GROUPS.items()}
-_I64 = 2**63
 _BATTERY, _LOCATION, _STATUS = (_WRITERS[m] for m in MEASUREMENTS)
 
 
