@@ -1,9 +1,10 @@
 """The MQTT link: the only module that imports paho-mqtt.
 
-paho runs its own network thread (`loop_start`). Callbacks never do work of
-their own: a received message is handed to the sink the owner registered, and
-acknowledging it is the owner's decision (manual acks), because the collector
-may acknowledge a message only once it is on disk.
+paho runs its own network thread (`loop_start`), reading its socket through a
+buffer and only while the owner has room (`read_gate`; daemon/mqtt_socket.py).
+Callbacks never do work of their own: a received message is handed to the sink
+the owner registered, and acknowledging it is the owner's decision (manual
+acks), because the collector may acknowledge a message only once it is on disk.
 
 Acknowledgements carry the connection generation of the message: after a
 reconnect the broker redelivers every unacknowledged message under new packet
@@ -24,6 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +42,7 @@ from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_link_log import ConnectFailures, NoSocketNoise
 from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
+from fleet.daemon.mqtt_socket import BufferedReads, ReadGate
 
 _LOG = logging.getLogger(__name__)
 
@@ -62,8 +65,22 @@ MessageSink = Callable[[Inbound], None]
 _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 install_lean_decoder(paho_packet, _EMPTY_PUBLISH_PROPERTIES, MQTTProtocolVersion.MQTTv5)
 
+_PUBACK_COMMAND = PacketTypes.PUBACK << 4
+_PUBACK = struct.Struct("!BBH")  # a PUBACK without reason code: 0x40, length 2, the id
+
+
+def _puback(mid: int) -> bytes:
+    return _PUBACK.pack(_PUBACK_COMMAND, 2, mid)
+
+
 _PAHO_LOG = logging.getLogger("paho")
 _PAHO_LOG.addFilter(NoSocketNoise())
+
+
+class _Client(BufferedReads, paho.Client):
+    """paho's client reading through a buffer, its reads gated (daemon/mqtt_socket.py)."""
+
+    _READ_OK = paho.MQTT_ERR_SUCCESS
 
 
 class MqttLink:
@@ -87,6 +104,7 @@ class MqttLink:
         on_connect: Callable[[], None] | None = None,
         on_session: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
+        read_gate: ReadGate | None = None,
     ) -> None:
         self._settings = settings
         self._on_connect_hook = on_connect
@@ -114,7 +132,7 @@ class MqttLink:
         kwargs: dict[str, Any] = {}
         if not self._v5:
             kwargs["clean_session"] = not persistent
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=protocol,
@@ -123,6 +141,8 @@ class MqttLink:
             **kwargs,
         )
         client.enable_logger(_PAHO_LOG)
+        # Asked before each read: the owner's queue is full (daemon/mqtt_inbox.py).
+        client.read_gate = read_gate
         # No cap on messages queued while the broker is away: the caller's
         # store-and-forward decides how much to keep, not a silent drop here.
         client.max_queued_messages_set(0)
@@ -156,6 +176,11 @@ class MqttLink:
     @property
     def client_id(self) -> str:
         return self._client_id
+
+    @property
+    def read_pauses(self) -> int:
+        """Turns of paho's loop that read nothing because the read gate said no."""
+        return self._client.read_pauses
 
     @property
     def connected(self) -> bool:
@@ -243,6 +268,21 @@ class MqttLink:
         if message.qos == 0 or message.generation != self._generation:
             return
         self._client.ack(message.mid, message.qos)
+
+    def ack_all(self, messages: Sequence[Inbound]) -> None:
+        """`ack` for a batch, in order, as one write: paho queues each PUBACK as a packet of
+        its own, with a wake-up of its network thread and a send() each (the drain's profile:
+        a fifth of that thread). The bytes are the ones paho's `ack` queues: 0x40, 2, the id."""
+        generation = self._generation
+        current = [m for m in messages if m.qos and m.generation == generation]
+        if any(m.qos != 1 for m in current):
+            for message in messages:  # a QoS 2 message among them: paho's own, one by one
+                self.ack(message)
+            return
+        if current:
+            acks = b"".join([_puback(m.mid) for m in current])
+            # Pinned paho<3: its private queue, as `ack` -> `_send_puback` uses it.
+            self._client._packet_queue(_PUBACK_COMMAND, acks, 0, 1)
 
     # paho callbacks: they run on paho's network thread.
 

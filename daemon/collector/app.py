@@ -28,6 +28,7 @@ from fleet.daemon.collector.systemd import CollectorSystemd
 from fleet.daemon.collector.web import Web
 from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.mqtt import Inbound, MqttLink
+from fleet.daemon.mqtt_inbox import Inbox
 from fleet.daemon.spool import Spool
 from fleet.daemon.supervisor import supervise
 
@@ -90,8 +91,18 @@ class Collector:
             subscriptions += wire.control_subscriptions(self._prefix, sites)
         self._subscriptions = subscriptions
         self.session_lost = 0  # persistent sessions the broker no longer had
+        batch_max = settings.collector.ingest_batch_max
+        # paho reads while fewer than two batches wait (one being committed, the next one
+        # ready); in a long stall it reads on up to the broker's window, so that the link
+        # stays up (daemon/mqtt_inbox.py).
+        self._inbox: Inbox[Inbound] = Inbox(
+            bound=2 * batch_max,
+            hard_bound=max(settings.mqtt.receive_maximum, 4 * batch_max),
+            max_pause_s=settings.mqtt.keepalive_s / 2,
+        )
         self.link = MqttLink(
             settings.mqtt,
+            read_gate=self._inbox.room,
             persistent=True,
             subscriptions=subscriptions,
             manual_ack=True,
@@ -136,10 +147,11 @@ class Collector:
             decoder=self._decoder,
             spool=self.spool,
             publish=self.link.publish,
-            ack=self.link.ack,
+            ack=self.link.ack_all,
             deadletter_topic=self._deadletter_topic,
             on_spooled=self.writer.notify,
-            batch_max=settings.collector.ingest_batch_max,
+            batch_max=batch_max,
+            inbox=self._inbox,
             on_control=self._control if self.alerts is not None else None,
             on_readings=self._observe,
             keep_dead_letters=self._keep_dead_letters,

@@ -1,7 +1,8 @@
 """From MQTT message to spooled line protocol, acknowledging only what is safe.
 
-paho's thread drops each message into a queue; this thread takes them in
-batches (whatever arrived since the last commit), validates each, commits the
+paho's thread drops each message into a bounded inbox (daemon/mqtt_inbox.py:
+paho stops reading while it is full); this thread takes them in batches
+(whatever arrived since the last commit), validates each, commits the
 batch's readings to the spool in one transaction and only then acknowledges
 the batch in arrival order (MQTT wants PUBACKs in order). A bad message is
 published to the dead-letter topic with its reason, counted, and acknowledged
@@ -17,7 +18,6 @@ spooled and acknowledged, and the thread never restarts because of input.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -30,13 +30,15 @@ from fleet.daemon.collector.deadletters import DeadLetter
 from fleet.daemon.collector.schema import reading_lines
 from fleet.daemon.collector.seqtrack import SeqTracker
 from fleet.daemon.mqtt import Inbound
+from fleet.daemon.mqtt_inbox import Inbox
 from fleet.daemon.spool import Entry, SeqRow, Spool
 from fleet.daemon.wire.fast import builder
 
 _LOG = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], None]
-Ack = Callable[[Inbound], None]
+# Acknowledges a batch, in arrival order (MqttLink.ack_all).
+Ack = Callable[[list[Inbound]], None]
 # Keeps a batch's dead letters durably (originals, whole); returns once they are on disk.
 KeepDeadLetters = Callable[[list[DeadLetter]], object]
 
@@ -78,6 +80,7 @@ class Ingest:
         on_control: Callable[[Inbound], bool] | None = None,
         on_readings: Callable[[list[wire.DecodedReading]], None] | None = None,
         keep_dead_letters: KeepDeadLetters | None = None,
+        inbox: Inbox[Inbound] | None = None,
     ) -> None:
         self._decoder = decoder
         self._spool = spool
@@ -91,7 +94,11 @@ class Ingest:
         # Readings once on disk: the alert engine's input.
         self._on_readings = on_readings
         self._keep_dead_letters = keep_dead_letters
-        self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        # Two batches: one being committed, the next one ready (daemon/collector/app.py
+        # sizes the collector's from its batch and keepalive).
+        self.inbox: Inbox[Inbound] = inbox or Inbox(
+            bound=2 * batch_max, hard_bound=8 * batch_max, max_pause_s=15.0
+        )
         self.counters = IngestCounters()
         # Why the spool refuses commits (a full disk, a full spool) and since when (monotonic).
         self.commit_error: str | None = None
@@ -111,29 +118,17 @@ class Ingest:
 
     def put(self, message: Inbound) -> None:
         """Called on paho's network thread for every message."""
-        self._inbox.put(message)
+        self.inbox.put(message)
 
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 liveness.beat()  # every turn, idle ones too: the watchdog's proof of life
-                batch = self._take_batch(timeout=0.2)
+                batch = self.inbox.take(self._batch_max, timeout=0.2)
                 if batch:
                     self._process(batch, stop)
         finally:
             self._spool.close()
-
-    def _take_batch(self, timeout: float) -> list[Inbound]:
-        try:
-            batch = [self._inbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(batch) < self._batch_max:
-            try:
-                batch.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
 
     def _process(self, batch: list[Inbound], stop: threading.Event) -> None:
         c = self.counters
@@ -170,8 +165,7 @@ class Ingest:
         for topic, payload in dead:
             self._guarded("publishing a dead letter", self._publish, topic, payload)
         c.dead_lettered += len(dead)
-        for message in batch:
-            self._guarded("acknowledging a message", self._ack, message)
+        self._guarded("acknowledging the batch", self._ack, batch)
         c.spooled += len(entries)
         if entries:
             self._guarded("waking the writer", self._on_spooled)

@@ -6,7 +6,7 @@
 PROFILE.txt is what `bench_collector.py --only 4 --profile PATH` wrote (`py-spy record
 --threads --format raw`: one line per distinct stack, `thread (tid): name;frame;...;frame
 count`). Each stack is given to one stage: by its thread, then by the outermost frame of its
-stack that names a stage (so paho's socket write under our `MqttLink.ack` is the ack's, and
+stack that names a stage (so paho's socket write under our `MqttLink.ack_all` is the ack's, and
 the line building under `Ingest._reading` is line building's). Prints, per stage, its share of
 the samples and µs per message: sampled time (samples / rate / N) and, with --cpu-us (the
 bench's "CPU per message"), the process's measured CPU split by those shares.
@@ -26,14 +26,14 @@ from pathlib import Path
 
 # (stage, substrings of a frame's function, matched outermost first within the thread)
 _INGEST: list[tuple[str, tuple[str, ...]]] = [
-    ("queue hand-over (ingest takes the batch)", ("Ingest._take_batch",)),
+    ("queue hand-over (ingest takes the batch)", ("Inbox.take",)),
     ("control topics", ("Ingest._control",)),
     ("decode/validate", ("Decoder.ours", "Decoder.decode")),
     ("line building", ("reading_lines", "Ingest._entry")),
     ("seq", ("SeqTracker.",)),
     ("spool commit", ("Ingest._commit", "Spool.append")),
     ("dead letters", ("_keep_dead_letters", "Ingest._dead_letter", "MqttLink.publish")),
-    ("ack", ("MqttLink.ack",)),
+    ("ack", ("MqttLink.ack_all", "MqttLink.ack")),
     ("board view (readings to the board)", ("Web.observe",)),
     ("alert engine hand-over (ingest thread)", ("AlertService.observe",)),
     ("writer wake-up", ("Writer.notify",)),

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,15 +80,15 @@ def test_a_rejected_message_is_kept_whole_before_its_batch_is_acknowledged(
     settings = load(config)
     bad = b'{"schema": 1, "device": "sw-03", "note": "' + b"x" * 3000 + b'"'  # not JSON
     seen_at_ack: list[list[store.Kept]] = []
-    real_ack = MqttLink.ack
+    real_ack_all = MqttLink.ack_all
 
-    def ack(link: MqttLink, message: Inbound) -> None:
-        if message.topic == TOPIC:
+    def ack_all(link: MqttLink, messages: Sequence[Inbound]) -> None:
+        if any(message.topic == TOPIC for message in messages):
             # What a crash right after this acknowledgement would leave on disk.
             seen_at_ack.append(kept(settings))
-        real_ack(link, message)
+        real_ack_all(link, messages)
 
-    monkeypatch.setattr(MqttLink, "ack", ack)
+    monkeypatch.setattr(MqttLink, "ack_all", ack_all)
     with collector_running(settings, mqtt_broker) as collector, publisher(settings) as pub:
         pub.publish(TOPIC, bad, qos=1)
         wait_until(lambda: seen_at_ack, timeout=15, message="the bad message acknowledged")

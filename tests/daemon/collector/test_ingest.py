@@ -41,7 +41,7 @@ def make_ingest(spool: Spool, acks: list[int], dead: list[tuple[str, bytes]]) ->
         decoder=decoder,
         spool=spool,
         publish=lambda topic, payload: dead.append((topic, payload)),
-        ack=lambda message: acks.append(message.mid),
+        ack=lambda batch: acks.extend(m.mid for m in batch),
         deadletter_topic=lambda topic: "fleet/v1/allingtown/deadletter",
         on_spooled=lambda: None,
         batch_max=100,

@@ -65,7 +65,7 @@ class Harness:
             decoder=decoder(),
             spool=self.spool,
             publish=publish_,
-            ack=lambda m: self.acks.append(m.mid),
+            ack=lambda batch: self.acks.extend(m.mid for m in batch),
             deadletter_topic=lambda topic: "fleet/v1/allingtown/deadletter",
             on_spooled=lambda: None,
             batch_max=1000,

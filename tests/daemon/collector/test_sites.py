@@ -191,7 +191,7 @@ def make_ingest(decoder: wire.Decoder, spool: Spool, acks: list[int], dead: list
         decoder=decoder,
         spool=spool,
         publish=lambda topic, payload: dead.append(topic),
-        ack=lambda message: acks.append(message.mid),
+        ack=lambda batch: acks.extend(m.mid for m in batch),
         deadletter_topic=lambda topic: "fleet/v1/allingtown/deadletter",
         on_spooled=lambda: None,
         batch_max=100,
