@@ -226,7 +226,9 @@ class CollectorSettings(StrictModel):
     ingest_batch_max: int = Field(
         default=2000,
         ge=1,
-        description="Most messages committed to the spool in one transaction.",
+        description="Most messages committed to the spool in one transaction. Received "
+        "messages wait in memory for at most two such batches: beyond that the MQTT link stops "
+        "reading and the broker keeps them.",
     )
     deadletter_path: Path | None = Field(
         default=None,

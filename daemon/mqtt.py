@@ -42,7 +42,7 @@ from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_link_log import ConnectFailures, NoSocketNoise
 from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
-from fleet.daemon.mqtt_socket import BufferedReads, ReadGate
+from fleet.daemon.mqtt_socket import BufferedReads, NoFilters, ReadGate
 
 _LOG = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class _Client(BufferedReads, paho.Client):
     """paho's client reading through a buffer, its reads gated (daemon/mqtt_socket.py)."""
 
     _READ_OK = paho.MQTT_ERR_SUCCESS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Pinned paho<3: its private matcher of message_callback_add's filters.
+        self._on_message_filtered = NoFilters()  # type: ignore[assignment]
 
 
 class MqttLink:

@@ -142,3 +142,14 @@ def test_a_batch_acknowledged_at_once_is_not_sent_again(tmp_path, make_broker, i
         _publish(settings, [b"marker"])
         wait_until(lambda: again[-1].payload == b"marker", message="the marker")
     assert [m.payload for m in again] == [*payloads[6:], b"marker"]
+
+
+def test_per_filter_callbacks_are_refused_not_silently_skipped(
+    tmp_path, make_broker, influx, tmp_db
+):
+    # paho's matcher of per-filter callbacks is not walked for each message (the link has
+    # one sink), so adding such a callback must fail loudly rather than never be called.
+    settings = _settings(tmp_path, make_broker(), influx, tmp_db)
+    link = _subscriber(settings, "test-reads-filters")
+    with pytest.raises(NotImplementedError):
+        link._client.message_callback_add(TOPIC, lambda *args: None)
