@@ -4,16 +4,15 @@ The consumer (the collector's ingest) takes messages in batches; paho's thread p
 Once `bound` messages wait, paho stops reading the socket (`room`, the link's read gate:
 daemon/mqtt_socket.py) until the consumer has taken some, so a backlog waits at the broker
 and in the kernel's socket buffer rather than in this process's memory - whatever the
-broker's own window does (Mosquitto does not hold a reconnecting session's backlog to it).
+broker's own window does (Mosquitto 2.0.11 exceeded it fourfold in a drain: mqtt_socket.py).
 
 A consumer that stops for long (a full spool, a failing disk) must not cost the connection:
 paho sends PINGREQ when the link has been quiet for a keepalive and drops the connection
 when no PINGRESP has been read one keepalive later, and the PINGRESP is behind whatever the
 broker sent before it. So once a pause has lasted `max_pause_s` (half a keepalive), paho
-reads on until `hard_bound` messages wait - the broker's window, which Mosquitto keeps for
-live messages, so a stalled collector then reads only PINGRESPs and acknowledgements. Past
-`hard_bound` nothing is read; the link may drop and reconnect, which loses nothing (nothing
-waiting here was acknowledged; the broker sends it again).
+reads on until `hard_bound` messages wait (the collector's: the receive maximum it asks of
+the broker). Past `hard_bound` nothing is read; the link may drop and reconnect, which loses
+nothing (nothing waiting here was acknowledged; the broker sends it again).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ drain: `_sock_recv`, `select` and `_sock_send` were 55 % of that thread's sample
 `ReadBuffered` makes it one `recv()` of up to 64 KiB for as many packets as it holds, and
 `BufferedReads.loop_read` reads on while whole packets are already buffered.
 
-Reading fast must not mean holding more: Mosquitto sends a reconnecting persistent session
-its whole backlog without waiting for acknowledgements (measured with 2.0.11: 41,000
-messages in flight against a receive maximum of 10,000), so the owner's queue - not the
-broker's window - is the bound. `BufferedReads.read_gate` is asked before every read; while
+Reading fast must not mean holding more, and the broker's window does not bound it: draining
+a 50,000-message backlog with acknowledgements flowing, Mosquitto 2.0.11 had 41,000
+unacknowledged messages out to the collector against a receive maximum of 10,000 (one that
+acknowledged nothing got exactly 10,000). So the owner's queue is the bound. `BufferedReads.read_gate` is asked before every read; while
 it says no, nothing is read and the broker's messages wait in the socket and at the broker
 (daemon/mqtt_inbox.py is the collector's gate).
 
