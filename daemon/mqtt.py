@@ -25,7 +25,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,7 +41,7 @@ from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_link_log import ConnectFailures, NoSocketNoise
 from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
-from fleet.daemon.mqtt_socket import BufferedReads, NoFilters, ReadGate
+from fleet.daemon.mqtt_socket import PUBACK, BufferedReads, NoFilters, ReadGate, pubacks
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,14 +63,6 @@ MessageSink = Callable[[Inbound], None]
 
 _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 install_lean_decoder(paho_packet, _EMPTY_PUBLISH_PROPERTIES, MQTTProtocolVersion.MQTTv5)
-
-_PUBACK_COMMAND = PacketTypes.PUBACK << 4
-_PUBACK = struct.Struct("!BBH")  # a PUBACK without reason code: 0x40, length 2, the id
-
-
-def _puback(mid: int) -> bytes:
-    return _PUBACK.pack(_PUBACK_COMMAND, 2, mid)
-
 
 _PAHO_LOG = logging.getLogger("paho")
 _PAHO_LOG.addFilter(NoSocketNoise())
@@ -285,9 +276,8 @@ class MqttLink:
                 self.ack(message)
             return
         if current:
-            acks = b"".join([_puback(m.mid) for m in current])
             # Pinned paho<3: its private queue, as `ack` -> `_send_puback` uses it.
-            self._client._packet_queue(_PUBACK_COMMAND, acks, 0, 1)
+            self._client._packet_queue(PUBACK, pubacks([m.mid for m in current]), 0, 1)
 
     # paho callbacks: they run on paho's network thread.
 

@@ -20,7 +20,8 @@ Imports nothing from paho (daemon/mqtt.py, the one module that does, mixes it in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import Any
 
 CHUNK = 65536  # one recv(): a few hundred telemetry messages
@@ -30,6 +31,16 @@ BURST = 500  # most packets read from the buffer in one turn of paho's loop
 # the given seconds for room (paho then writes what is queued and keeps the link alive).
 ReadGate = Callable[[float], bool]
 GATE_WAIT_S = 0.05
+
+PUBACK = 0x40  # MQTT's PUBACK packet type (4) in the high nibble
+_PUBACK = struct.Struct("!BBH")  # without reason code (success): type, length 2, packet id
+
+
+def pubacks(mids: Sequence[int]) -> bytes:
+    """The PUBACKs of these packet ids, one after another: what paho's `ack` queues for each
+    (`_send_command_with_mid`), as one write."""
+    pack = _PUBACK.pack
+    return b"".join([pack(PUBACK, 2, mid) for mid in mids])
 
 
 class ReadBuffered:

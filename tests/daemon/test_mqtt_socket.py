@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from fleet.daemon.mqtt_inbox import Inbox
-from fleet.daemon.mqtt_socket import CHUNK, ReadBuffered
+from fleet.daemon.mqtt_socket import CHUNK, PUBACK, ReadBuffered, pubacks
 from tests.harness.waiting import wait_until
 
 
@@ -101,3 +103,25 @@ def test_a_long_pause_reads_on_up_to_the_hard_bound():
     inbox.put(3)
     assert not inbox.room(0.01)  # the hard bound: nothing more, however long
     assert inbox.most == 4
+
+
+def _paho_acks(protocol: MQTTProtocolVersion, mids: list[int]) -> list[tuple[int, bytes]]:
+    """paho's own `ack` of each message, caught where it would queue the packet."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=True)
+    queued: list[tuple[int, bytes]] = []
+
+    def catch(command: int, packet: bytes, mid: int, qos: int, info: object = None) -> None:
+        queued.append((command, bytes(packet)))
+
+    client._packet_queue = catch  # type: ignore[method-assign,assignment]
+    for mid in mids:
+        client.ack(mid, 1)
+    return queued
+
+
+@pytest.mark.parametrize("protocol", [MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311])
+def test_one_write_of_pubacks_holds_the_bytes_paho_queues_for_each(protocol):
+    mids = [1, 2, 255, 256, 0x7FFF, 0xABCD, 0xFFFF]
+    queued = _paho_acks(protocol, mids)
+    assert {command for command, _ in queued} == {PUBACK}
+    assert pubacks(mids) == b"".join(packet for _, packet in queued)
