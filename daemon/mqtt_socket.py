@@ -11,9 +11,10 @@ drain: `_sock_recv`, `select` and `_sock_send` were 55 % of that thread's sample
 Reading fast must not mean holding more, and the broker's window does not bound it: draining
 a 50,000-message backlog with acknowledgements flowing, Mosquitto 2.0.11 had 41,000
 unacknowledged messages out to the collector against a receive maximum of 10,000 (one that
-acknowledged nothing got exactly 10,000). So the owner's queue is the bound. `BufferedReads.read_gate` is asked before every read; while
-it says no, nothing is read and the broker's messages wait in the socket and at the broker
-(daemon/mqtt_inbox.py is the collector's gate).
+acknowledged nothing got exactly 10,000). So the owner's queue is the bound:
+`BufferedReads.read_gate` is asked before every read; while it says no, nothing is read and
+the broker's messages wait in the socket and at the broker (daemon/mqtt_inbox.py is the
+collector's gate).
 
 Imports nothing from paho (daemon/mqtt.py, the one module that does, mixes it in).
 """

@@ -21,14 +21,13 @@ from fleet.daemon.alerts import system
 from fleet.daemon.collector.alerting import AlertService
 from fleet.daemon.collector.backfill import make_backfill
 from fleet.daemon.collector.deadletters import FORMAT_LINE, DeadLetter, DeadLetterStore
-from fleet.daemon.collector.ingest import Ingest
+from fleet.daemon.collector.ingest import Ingest, ingest_inbox
 from fleet.daemon.collector.sinks import Sink, make_sink
 from fleet.daemon.collector.stats import StatsReporter
 from fleet.daemon.collector.systemd import CollectorSystemd
 from fleet.daemon.collector.web import Web
 from fleet.daemon.collector.writer import Writer, write_backoff
 from fleet.daemon.mqtt import Inbound, MqttLink
-from fleet.daemon.mqtt_inbox import Inbox
 from fleet.daemon.spool import Spool
 from fleet.daemon.supervisor import supervise
 
@@ -92,13 +91,10 @@ class Collector:
         self._subscriptions = subscriptions
         self.session_lost = 0  # persistent sessions the broker no longer had
         batch_max = settings.collector.ingest_batch_max
-        # paho reads while fewer than two batches wait (one being committed, the next one
-        # ready); in a long stall it reads on up to the broker's window, so that the link
-        # stays up (daemon/mqtt_inbox.py).
-        self._inbox: Inbox[Inbound] = Inbox(
-            bound=2 * batch_max,
-            hard_bound=max(settings.mqtt.receive_maximum, 4 * batch_max),
-            max_pause_s=settings.mqtt.keepalive_s / 2,
+        self._inbox = ingest_inbox(
+            batch_max,
+            window=settings.mqtt.receive_maximum,
+            keepalive_s=settings.mqtt.keepalive_s,
         )
         self.link = MqttLink(
             settings.mqtt,
@@ -156,7 +152,7 @@ class Collector:
             on_readings=self._observe,
             keep_dead_letters=self._keep_dead_letters,
         )
-        self.link.set_message_sink(self.ingest.put)
+        self.link.set_message_sink(self._inbox.put)
         # READY, STATUS and the watchdog rule (daemon/collector/systemd.py).
         self.systemd = CollectorSystemd(
             settings, link=self.link, ingest=self.ingest, writer=self.writer, spool=self.spool

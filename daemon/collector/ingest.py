@@ -66,6 +66,17 @@ _ENTRY = builder(Entry)
 _Failure = tuple[wire.Reason, str]
 
 
+def ingest_inbox(batch_max: int, *, window: int = 0, keepalive_s: float = 30.0) -> Inbox[Inbound]:
+    """paho reads while fewer than two batches wait (one being committed, the next one
+    ready); in a stall longer than half a keepalive it reads on up to the broker's `window`
+    (at least four batches), so that the link stays up (daemon/mqtt_inbox.py)."""
+    return Inbox(
+        bound=2 * batch_max,
+        hard_bound=max(window, 4 * batch_max),
+        max_pause_s=keepalive_s / 2,
+    )
+
+
 class Ingest:
     def __init__(
         self,
@@ -94,11 +105,7 @@ class Ingest:
         # Readings once on disk: the alert engine's input.
         self._on_readings = on_readings
         self._keep_dead_letters = keep_dead_letters
-        # Two batches: one being committed, the next one ready (daemon/collector/app.py
-        # sizes the collector's from its batch and keepalive).
-        self.inbox: Inbox[Inbound] = inbox or Inbox(
-            bound=2 * batch_max, hard_bound=8 * batch_max, max_pause_s=15.0
-        )
+        self.inbox: Inbox[Inbound] = inbox or ingest_inbox(batch_max)
         self.counters = IngestCounters()
         # Why the spool refuses commits (a full disk, a full spool) and since when (monotonic).
         self.commit_error: str | None = None
@@ -117,7 +124,7 @@ class Ingest:
             return []
 
     def put(self, message: Inbound) -> None:
-        """Called on paho's network thread for every message."""
+        """A received message into the inbox (the collector's link puts into it directly)."""
         self.inbox.put(message)
 
     def run(self, stop: threading.Event) -> None:

@@ -44,7 +44,7 @@ _WRITER: list[tuple[str, tuple[str, ...]]] = [
     ("writer: spool reads and deletes", ("Spool.", "Writer._due_in")),
 ]
 _PAHO: list[tuple[str, tuple[str, ...]]] = [
-    ("queue hand-over (paho puts)", ("Ingest.put", "sink(")),
+    ("queue hand-over (paho puts)", ("Inbox.put", "Ingest.put", "sink(")),
 ]
 _THREADS: dict[str, tuple[str, list[tuple[str, tuple[str, ...]]]]] = {
     # thread name prefix: (the stage when no frame names one, the frame rules)
