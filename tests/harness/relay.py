@@ -31,6 +31,7 @@ class HttpRelay:
         self.url = f"http://127.0.0.1:{self.port}"
         self.held = threading.Event()
         self.writes = 0  # `POST /write` requests forwarded
+        self._armed_after = 0  # only writes numbered above this are held
         self._hold: Hold | None = None
         self._marker = b""
         self._flowing = threading.Event()
@@ -42,8 +43,10 @@ class HttpRelay:
 
     def arm(self, hold: Hold, marker: bytes) -> None:
         """Hold the next `POST /write` carrying `marker` (its request or its response) until
-        `release()`."""
+        `release()`. A write already under way is not "next": InfluxDB may have answered
+        the test before the relay passed the answer on."""
         with self._lock:
+            self._armed_after = self.writes
             self.held.clear()
             self._hold = hold
             self._marker = marker
@@ -77,15 +80,22 @@ class HttpRelay:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            request = bytearray()  # the /write request going up; its answer comes next
-            threading.Thread(
-                target=self._pump, args=(client, upstream, request, True), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump, args=(upstream, client, request, False), daemon=True
-            ).start()
+            # The /write request going up (its answer comes next) and its number.
+            request, number = bytearray(), [0]
+            for args in (
+                (client, upstream, request, number, True),
+                (upstream, client, request, number, False),
+            ):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, request: bytearray, up: bool) -> None:
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        request: bytearray,
+        number: list[int],
+        up: bool,
+    ) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -96,12 +106,13 @@ class HttpRelay:
                         request[:] = b""
                         with self._lock:
                             self.writes += 1
+                            number[0] = self.writes
                     if data.startswith(b"POST /write") or request:
                         request += data  # headers and body may come in separate pieces
-                        if self._held("request", request):
+                        if self._held("request", request, number[0]):
                             break
                 elif request:
-                    if self._held("response", request):
+                    if self._held("response", request, number[0]):
                         break
                     request[:] = b""
                 dst.sendall(data)
@@ -112,11 +123,11 @@ class HttpRelay:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _held(self, moment: Hold, request: bytearray) -> bool:
+    def _held(self, moment: Hold, request: bytearray, number: int) -> bool:
         """True if this exchange was held: after `release()` it is dropped, never completed
         (its client was killed meanwhile), and the pump closes the connection."""
         with self._lock:
-            if self._hold != moment or self._marker not in request:
+            if self._hold != moment or number <= self._armed_after or self._marker not in request:
                 return False
             self._hold = None  # one exchange only
             self._flowing.clear()

@@ -56,6 +56,12 @@ def test_collector_killed_during_the_influxdb_write(
             wait_until(
                 lambda: len(stored_seqs(influx, tmp_db)) == 300, timeout=60, message="300 stored"
             )
+            # InfluxDB answers the test before the relay has passed its answer to the
+            # collector: armed now, the relay would hold the answer of the write of 1-300
+            # itself. Confirmed means gone from the spool.
+            wait_until(
+                lambda: spooled_readings(collector.spool) == 0, timeout=30, message="300 confirmed"
+            )
             relay.arm(hold, marker=b"battery,")  # a write with readings, not only stats
             for seq in range(301, 601):
                 pub.publish(TOPIC, reading(seq))
