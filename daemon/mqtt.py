@@ -41,7 +41,14 @@ from fleet.config.mqtt import MqttSettings
 from fleet.daemon.mqtt_link_log import ConnectFailures, NoSocketNoise
 from fleet.daemon.mqtt_publish_decode import install as install_lean_decoder
 from fleet.daemon.mqtt_refusals import PublishRefusals, Refusal
-from fleet.daemon.mqtt_socket import PUBACK, BufferedReads, NoFilters, ReadGate, pubacks
+from fleet.daemon.mqtt_socket import (
+    PUBACK,
+    BufferedReads,
+    NoFilters,
+    Publish,
+    ReadGate,
+    pubacks,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -137,6 +144,10 @@ class MqttLink:
             **kwargs,
         )
         client.enable_logger(_PAHO_LOG)
+        client._log = _PAHO_LOG
+        # Plain PUBLISH packets read straight from the buffer (daemon/mqtt_socket.py); paho
+        # would acknowledge what it reads itself unless acknowledgements are manual.
+        client.publish_sink = self._on_publish_plain if manual_ack else None
         # Asked before each read: the owner's queue is full (daemon/mqtt_inbox.py).
         client.read_gate = read_gate
         # No cap on messages queued while the broker is away: the caller's
@@ -378,16 +389,11 @@ class MqttLink:
                 _LOG.exception("the MQTT disconnect hook failed")
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        sink = self._on_message_sink
-        if sink is None:
-            return
-        sink(
-            Inbound(
-                topic=message.topic,
-                payload=bytes(message.payload),
-                qos=message.qos,
-                mid=message.mid,
-                generation=self._generation,
-                retain=bool(message.retain),
-            )
+        self._on_publish_plain(
+            Publish(message.topic, bytes(message.payload), message.qos, message.mid, message.retain)
         )
+
+    def _on_publish_plain(self, m: Publish) -> None:
+        sink = self._on_message_sink
+        if sink is not None:
+            sink(Inbound(m.topic, m.payload, m.qos, m.mid, self._generation, bool(m.retain)))
