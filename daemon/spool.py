@@ -120,8 +120,6 @@ class Spool:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self._path, fsync=self._fsync)
-            # 1 MiB: rows are written and read in order once; the backlog lives on disk, not in RAM.
-            conn.execute("PRAGMA cache_size=-1024")
             self._local.conn = conn
         return conn
 
