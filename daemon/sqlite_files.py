@@ -46,8 +46,8 @@ _MAX_ROWID = 2**63 - 1
 # Each connection's page cache (SQLite's default is 2 MiB, filled as pages are touched; the
 # collector holds several: the spool's, one per thread, the dead letters', the alert state's,
 # the sign-out sheet's). Spool rows are written and read once, in order: the kernel's page
-# cache serves what a small cache misses. 256 KiB rather than the
-# default took the collector's steady RSS at 1,000 msg/s from 60.8-61.9 to 59.7-59.9 MB.
+# cache serves what a small cache misses. 256 KiB rather than the default took the
+# collector's steady RSS at 1,000 msg/s from 60.8-61.9 to 59.5-59.9 MB (README, Performance).
 CACHE_KIB = 256
 
 
