@@ -33,7 +33,7 @@ _INGEST: list[tuple[str, tuple[str, ...]]] = [
     ("seq", ("SeqTracker.",)),
     ("spool commit", ("Ingest._commit", "Spool.append")),
     ("dead letters", ("_keep_dead_letters", "Ingest._dead_letter", "MqttLink.publish")),
-    ("ack", ("MqttLink.ack_all", "MqttLink.ack")),
+    ("ack", ("MqttLink.ack",)),  # and ack_all: substrings
     ("board view (readings to the board)", ("Web.observe",)),
     ("alert engine hand-over (ingest thread)", ("AlertService.observe",)),
     ("writer wake-up", ("Writer.notify",)),
