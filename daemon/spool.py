@@ -100,6 +100,10 @@ class Spool:
         self._fsync = fsync
         self._local = threading.local()
         self._lock = threading.Lock()
+        # One write transaction at a time in this process (ingest, the alert thread, the
+        # writer): SQLite makes a second writer poll for its lock, sleeping 1, 2, 5 ... ms
+        # between tries; a lock of ours hands it over the moment the first one commits.
+        self._writing = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         # A broken file is moved aside (what reads back is kept) rather than crash every start.
         self.recovery: Recovery | None = open_checked(path)
@@ -142,7 +146,7 @@ class Spool:
             return
         now_ms = int(time.time() * 1000)
         conn = self._conn()
-        with conn:  # one transaction, one fsync, however many entries
+        with self._writing, conn:  # one transaction, one fsync, however many entries
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO spool (at_ms, topic, n, lines) VALUES (?, ?, ?, ?)",
@@ -187,7 +191,7 @@ class Spool:
         if not rows:
             return
         conn = self._conn()
-        with conn:
+        with self._writing, conn:
             conn.execute("BEGIN")
             conn.execute("DELETE FROM spool WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
         with self._lock:
@@ -204,7 +208,7 @@ class Spool:
         if not rows:
             return
         conn = self._conn()
-        with conn:
+        with self._writing, conn:
             conn.execute("BEGIN")
             for row, lines in rows:
                 if lines:
@@ -231,7 +235,7 @@ class Spool:
 
     def set_meta(self, key: str, value: str) -> None:
         conn = self._conn()
-        with conn:
+        with self._writing, conn:
             conn.execute("BEGIN")
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 

@@ -1,6 +1,6 @@
 """The alert engine inside the collector, on a thread of its own.
 
-Ingest hands over every reading it has spooled, and every availability or
+Ingest hands over every reading of a batch as it commits it, and every availability or
 acknowledgement message; the MQTT link, when the collector loses and regains its
 broker (the engine judges no silence it could not see); nothing here can slow
 ingestion down (the engine may fsync its state, a notification may wait on a mail
@@ -47,7 +47,7 @@ __all__ = ["AlertCounters", "AlertService", "Publish"]
 
 
 class _Readings(list[wire.DecodedReading]):
-    """A hand-over of spooled readings, told apart in the inbox so that several queued
+    """A hand-over of an ingest batch's readings, told apart in the inbox so that several queued
     behind each other are judged as one batch."""
 
 
@@ -127,8 +127,9 @@ class AlertService:
     # --- called from other threads -----------------------------------------------------------
 
     def observe(self, readings: list[wire.DecodedReading]) -> None:
-        """Readings on disk, in arrival order: one hand-over per ingest batch, judged as one
-        batch (one store transaction, committed before any of its events goes out)."""
+        """An ingest batch's readings in arrival order, handed over as its spool commit
+        begins: judged as one batch (one store transaction, committed before any of its
+        events goes out)."""
         self._inbox.put(_Readings(readings))  # a copy: merging must not touch ingest's list
 
     def _failed(self, reading: wire.DecodedReading, exc: Exception) -> None:

@@ -237,10 +237,12 @@ class Collector:
             self.spool.set_meta(key, str(_now_ms()))  # when this session began
 
     def _observe(self, readings: list[wire.DecodedReading]) -> None:
-        """Spooled readings to the board's view and the alert engine (the ingest thread)."""
-        self.web.observe(readings)
+        """A batch's readings, just before its commit, to the alert engine and the board's
+        view (the ingest thread). The engine first: a hand-over to its thread, which judges
+        them while this one builds the view and syncs the spool."""
         if self.alerts is not None:
             self.alerts.observe(readings)
+        self.web.observe(readings)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         depth = self.spool.depth()

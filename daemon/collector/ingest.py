@@ -8,6 +8,12 @@ the batch in arrival order (MQTT wants PUBACKs in order). A bad message is
 published to the dead-letter topic with its reason, counted, and acknowledged
 with its batch: it can never become good by being redelivered.
 
+The batch's readings go to the alert engine (its own thread) just before the
+commit, so that it judges them while the spool syncs: an alert waits for one
+fsync (its own state's), not two in a row. A reading it saw that the spool then
+does not take (the collector stops first) stays unacknowledged and comes again;
+the engine knows it by its seq and judges nothing twice (alerts/clock.py).
+
 Everything that runs for one message (the control hook, decoding, its lines,
 seq tracking) runs under that message's own guard, so whatever it raises -
 RecursionError and MemoryError included - becomes that message's dead letter
@@ -102,7 +108,7 @@ class Ingest:
         self._batch_max = batch_max
         # Availability and acknowledgement messages: consumed (True) by the alert service.
         self._on_control = on_control
-        # Readings once on disk: the alert engine's input.
+        # The batch's readings, before its commit: the alert engine's and the board's input.
         self._on_readings = on_readings
         self._keep_dead_letters = keep_dead_letters
         self.inbox: Inbox[Inbound] = inbox or ingest_inbox(batch_max)
@@ -164,6 +170,8 @@ class Ingest:
             if letter is not None:
                 dead.append(letter)
         seq = self.seq.take_dirty()
+        if readings and self._on_readings is not None:
+            self._hand_over(readings)  # judged while the spool syncs (the module says why)
         if (entries or seq) and not self._commit(entries, stop, seq):
             return  # stopping before the spool took them: leave them unacknowledged
         if kept and self._keep_dead_letters is not None:
@@ -176,8 +184,6 @@ class Ingest:
         c.spooled += len(entries)
         if entries:
             self._guarded("waking the writer", self._on_spooled)
-        if readings and self._on_readings is not None:
-            self._hand_over(readings)
 
     def _control(self, message: Inbound) -> bool | _Failure:
         """True when the alert service consumed the message, False when it is not a
@@ -262,16 +268,16 @@ class Ingest:
             return None
 
     def _guarded(self, what: str, step: Callable[..., object], *args: object) -> None:
-        """A step after the commit: its failure is logged and counted, never the batch's."""
+        """A step beside the commit: its failure is logged and counted, never the batch's."""
         try:
             step(*args)
-        except Exception:  # noqa: BLE001 - the batch is on disk; the thread must go on
+        except Exception:  # noqa: BLE001 - not the batch's failure; the thread must go on
             self.counters.internal_errors += 1
             _LOG.exception("%s failed", what)
 
     def _hand_over(self, readings: list[wire.DecodedReading]) -> None:
-        """Readings to the alert engine: they are stored and acknowledged already, so a
-        failure here costs alerting on them (logged, counted), nothing else."""
+        """Readings to the alert engine and the board: a failure here costs alerting on them
+        (logged, counted), never their storing or acknowledgement."""
         assert self._on_readings is not None
         self._guarded("handing the readings to the alert engine", self._on_readings, readings)
 

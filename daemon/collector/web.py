@@ -97,7 +97,7 @@ class Web:
         )
 
     def observe(self, readings: list[wire.DecodedReading]) -> None:
-        """On the ingest thread, once the batch is on disk: heard now, on our own clock."""
+        """On the ingest thread, with the batch's commit: heard now, on our own clock."""
         self.view.observe(readings, self._clock_ms())
 
     def _audit_session(self, user: str, action: str, detail: str) -> None:

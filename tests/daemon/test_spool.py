@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
-from fleet.daemon.spool import Entry, Spool
+from fleet.daemon.spool import Entry, SeqRow, Spool
 
 
 def entry(i: int, n: int = 1) -> Entry:
@@ -68,3 +69,65 @@ def test_one_thread_appends_while_another_drains(tmp_path):
         spool.remove(rows)
     producer.join()
     assert drained == [entry(i).topic for i in range(total)]
+
+
+class _Watched:
+    """A lock that says when a thread starts waiting for it."""
+
+    def __init__(self, lock: threading.Lock, waiting: threading.Event) -> None:
+        self._lock, self._waiting = lock, waiting
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name == "second":
+            self._waiting.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class _Held(list[SeqRow]):
+    """Seq rows whose reading waits, inside the write transaction, until released."""
+
+    def __init__(self, inside: threading.Event, release: threading.Event) -> None:
+        super().__init__()
+        self._inside, self._release = inside, release
+
+    def __iter__(self) -> Iterator[SeqRow]:
+        self._inside.set()
+        assert self._release.wait(10)
+        return super().__iter__()
+
+
+def test_a_second_writer_waits_for_the_first_in_process_not_at_sqlites_lock(tmp_path):
+    # SQLite makes a second writer poll (sleeping 1, 2, 5 ... ms): an alert's point and the
+    # next batch's commit would wait out those sleeps. Here the second writer's connection
+    # may not wait at SQLite's lock at all: it must never get that far while the first holds it.
+    spool = Spool(tmp_path / "s.sqlite", max_bytes=10**9, fsync=False)
+    inside, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    spool._writing = _Watched(spool._writing, waiting)  # type: ignore[assignment]
+    failed: list[BaseException] = []
+
+    def first() -> None:
+        spool.append([entry(1)], _Held(inside, release))  # holds SQLite's write lock
+
+    def second() -> None:
+        spool._conn().execute("PRAGMA busy_timeout = 0")  # SQLITE_BUSY at once, no polling
+        try:
+            spool.append([entry(2)])
+        except BaseException as exc:  # noqa: BLE001 - what the test looks for
+            failed.append(exc)
+        finally:
+            waiting.set()  # (had it not waited for the first, it is done here)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert inside.wait(10)
+    two = threading.Thread(target=second, name="second")
+    two.start()
+    assert waiting.wait(10)
+    release.set()
+    one.join(10)
+    two.join(10)
+    assert failed == []
+    assert [r.topic for r in spool.head(10)] == [entry(1).topic, entry(2).topic]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -381,6 +382,19 @@ def test_restart_keeps_firing_alerts_no_duplicate_fire_and_resolve_still_sent(tm
     # restart.
     events = r.tick(T0 + 11 * MIN + 4 * H)
     assert [ev.action for ev in events if ev.alert.device == "sw-05"] == [Action.REPEAT]
+
+
+def test_a_fired_reading_redelivered_after_a_restart_fires_nothing_twice(tmp_path):
+    # Ingest hands a batch to the engine as its spool commit begins: killed before that
+    # commit, the collector gets the batch again from the broker after its restart.
+    e = make(tmp_path, limits={"disabled": ["battery_low"]})
+    fired = dataclasses.replace(reading(T0, pct=9.0), seq=7)
+    assert acts(e.observe(fired, T0)) == [("fire", "sw-03", "battery_critical", True)]
+    r = make(tmp_path, limits={"disabled": ["battery_low"]})  # no tick in between
+    assert r.observe(fired, T0 + S) == []
+    assert r.counters.late == 1
+    after = dataclasses.replace(reading(T0 + S, pct=50.0), seq=8)
+    assert acts(r.observe(after, T0 + S)) == [("resolve", "sw-03", "battery_critical", True)]
 
 
 def test_restart_remembers_when_devices_were_last_heard(tmp_path):
