@@ -6,6 +6,8 @@ a validated, immutable `FleetSettings`, or raises `ConfigError` listing every
 problem as `SOURCE: key.path: message`. Annotated examples: config/examples/.
 """
 
+# First: pydantic-settings without asyncio (without_asyncio.py says why).
+from fleet.config import without_asyncio  # noqa: F401  # isort: skip
 from fleet.config.agent import AgentSettings
 from fleet.config.collector import CollectorSettings, HttpSettings, SpoolSettings
 from fleet.config.devices import DeviceConfig, SiteSettings

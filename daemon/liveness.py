@@ -17,7 +17,6 @@ says why, with the stack of a part that stopped turning.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import sys
@@ -277,6 +276,8 @@ class ServiceNotifier:
 
 async def pulse(heart: Heart, every_s: float = 1.0) -> None:
     """Beat `heart` from an asyncio task: it beats only while the event loop turns."""
+    import asyncio  # here: only the agent runs an event loop; the collector never loads it
+
     bind(heart)
     while True:
         heart.beat()

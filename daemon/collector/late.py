@@ -81,7 +81,6 @@ class Taken:
 
     hour: int
     generation: int
-    retry: bool = False  # failed before: recomputed on its own, so it holds no other hour back
 
 
 class PendingHours:
@@ -160,7 +159,7 @@ class PendingHours:
         with self._lock:
             now = self._monotonic()
             ready = [
-                Taken(hour, e.generation, e.failures > 0)
+                Taken(hour, e.generation)
                 for hour, e in self._hours.items()
                 if now - e.marked >= self._settle_s and now >= e.not_before
             ]

@@ -203,7 +203,7 @@ def test_an_hour_settles_before_it_is_due_and_a_failure_waits_its_backoff(spool:
     assert wait == 4.0
     assert pending.due(10) == []
     clock.now += 4
-    assert pending.due(10) == [Taken(at(5), 0, retry=True)]
+    assert pending.due(10) == [Taken(at(5), 0)]
     assert pending.hours() == [at(5)]
 
 

@@ -42,6 +42,7 @@ _OTHERS = (
     "fleet.daemon.status_command",
     "fleet.daemon.cmd_check_config",
     "fleet.daemon.collector.deadletter_command",
+    "asyncio",  # the agent's event loop (config/without_asyncio.py: ~2 MB)
 )
 
 
