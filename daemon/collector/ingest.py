@@ -12,7 +12,8 @@ The batch's readings go to the alert engine (its own thread) just before the
 commit, so that it judges them while the spool syncs: an alert waits for one
 fsync (its own state's), not two in a row. A reading it saw that the spool then
 does not take (the collector stops first) stays unacknowledged and comes again;
-the engine knows it by its seq and judges nothing twice (alerts/clock.py).
+the engine knows it by its seq (its ts without one): nothing fires twice
+(alerts/clock.py).
 
 Everything that runs for one message (the control hook, decoding, its lines,
 seq tracking) runs under that message's own guard, so whatever it raises -
