@@ -153,3 +153,27 @@ def test_per_filter_callbacks_are_refused_not_silently_skipped(
     link = _subscriber(settings, "test-reads-filters")
     with pytest.raises(NotImplementedError):
         link._client.message_callback_add(TOPIC, lambda *args: None)
+
+
+def test_a_qos_2_message_in_a_batch_is_acknowledged_one_by_one_by_paho(
+    tmp_path, make_broker, influx, tmp_db, monkeypatch
+):
+    # The link subscribes at QoS 1, so a broker that keeps to the protocol never sends QoS 2;
+    # one that does gets paho's own PUBREC for it, in order, and no hand-made PUBACK at all.
+    link = _subscriber(_settings(tmp_path, make_broker(), influx, tmp_db), "test-reads-qos2")
+    sent: list[object] = []
+    monkeypatch.setattr(link._client, "ack", lambda mid, qos: sent.append((mid, qos)))
+    monkeypatch.setattr(link._client, "_packet_queue", lambda *packet: sent.append("batch"))
+    now, stale = link._generation, link._generation - 1
+    link.ack_all(
+        [
+            Inbound(TOPIC, b"a", 1, 5, now, False),
+            Inbound(TOPIC, b"b", 2, 6, now, False),
+            Inbound(TOPIC, b"c", 0, 7, now, False),  # QoS 0: nothing to acknowledge
+            Inbound(TOPIC, b"d", 1, 8, stale, False),  # of a connection gone: not ours to ack
+        ]
+    )
+    assert sent == [(5, 1), (6, 2)]
+    sent.clear()
+    link.ack_all([Inbound(TOPIC, b"a", 1, 9, now, False), Inbound(TOPIC, b"b", 1, 10, now, False)])
+    assert sent == ["batch"]  # QoS 1 only: one write of both
