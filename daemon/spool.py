@@ -18,7 +18,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,15 @@ class Spool:
             self._local.conn = conn
         return conn
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection, committed on leaving (rolled back
+        on an exception), one at a time in this process (`_writing` says why)."""
+        conn = self._conn()
+        with self._writing, conn:
+            conn.execute("BEGIN")
+            yield conn
+
     @property
     def full(self) -> bool:
         with self._lock:
@@ -145,9 +155,7 @@ class Spool:
         if not entries and not seq:
             return
         now_ms = int(time.time() * 1000)
-        conn = self._conn()
-        with self._writing, conn:  # one transaction, one fsync, however many entries
-            conn.execute("BEGIN")
+        with self._transaction() as conn:  # one transaction, one fsync, however many entries
             conn.executemany(
                 "INSERT INTO spool (at_ms, topic, n, lines) VALUES (?, ?, ?, ?)",
                 [(now_ms, e.topic, e.n, e.lines) for e in entries],
@@ -190,9 +198,7 @@ class Spool:
         """
         if not rows:
             return
-        conn = self._conn()
-        with self._writing, conn:
-            conn.execute("BEGIN")
+        with self._transaction() as conn:
             conn.execute("DELETE FROM spool WHERE id BETWEEN ? AND ?", (rows[0].id, rows[-1].id))
         with self._lock:
             self._rows -= len(rows)
@@ -207,9 +213,7 @@ class Spool:
         """
         if not rows:
             return
-        conn = self._conn()
-        with self._writing, conn:
-            conn.execute("BEGIN")
+        with self._transaction() as conn:
             for row, lines in rows:
                 if lines:
                     conn.execute(
@@ -234,9 +238,7 @@ class Spool:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        conn = self._conn()
-        with self._writing, conn:
-            conn.execute("BEGIN")
+        with self._transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
